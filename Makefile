@@ -1,0 +1,63 @@
+# weft: two commands on a fresh machine that has only Python and make.
+#   make demo   set up, then run the end-to-end demo
+#   make test   lint, type-check and test on the default CPython, then on a
+#               free-threaded CPython with the GIL off
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+FT_VENV := .venv-ft
+FT_CONSTRAINTS := ../shared/ft-constraints.txt
+FT_LOCATOR := ../shared/tools/ft-python
+EXTRAS := dev,serve,onnx
+# ruff and mypy run on the GIL leg only (mypy has no free-threaded wheel).
+FT_EXTRAS := test,serve,onnx
+# Test peers installed where a wheel exists for the interpreter; their tests skip otherwise.
+OPTIONAL := safetensors tritonclient[http]
+PIP_QUIET := --quiet --disable-pip-version-check
+
+.PHONY: demo test test-gil test-ft lint bench clean
+
+$(VENV)/.stamp: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_QUIET) --upgrade pip
+	$(VENV)/bin/pip install $(PIP_QUIET) -e '.[$(EXTRAS)]'
+	@# torch interop and TorchScript models are tested where torch installs (CPU wheel).
+	$(VENV)/bin/pip install $(PIP_QUIET) 'torch==2.13.0' || echo "weft: torch not installed; its tests will be skipped"
+	for p in $(OPTIONAL); do $(VENV)/bin/pip install $(PIP_QUIET) --only-binary :all: "$$p" || echo "weft: $$p not installed; its tests will be skipped"; done
+	touch $@
+
+demo: $(VENV)/.stamp
+	$(VENV)/bin/weft demo
+
+lint: $(VENV)/.stamp
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/mypy
+
+test-gil: $(VENV)/.stamp
+	@echo "== weft tests on $$($(VENV)/bin/python -VV | head -1) =="
+	$(VENV)/bin/python -m pytest
+
+# The free-threaded leg: WEFT_FT_PYTHON, else the 3.13t that the shared locator prints.
+test-ft:
+	@ft="$${WEFT_FT_PYTHON:-}"; \
+	if [ -z "$$ft" ] && [ -x "$(FT_LOCATOR)" ]; then ft=$$("$(FT_LOCATOR)") || ft=""; fi; \
+	if [ -z "$$ft" ]; then \
+	  echo "weft: SKIPPING the free-threaded leg: set WEFT_FT_PYTHON to a python3.13t (none found)"; exit 0; fi; \
+	if [ ! -f $(FT_VENV)/.stamp ] || [ pyproject.toml -nt $(FT_VENV)/.stamp ] || [ Makefile -nt $(FT_VENV)/.stamp ]; then \
+	  rm -rf $(FT_VENV) && "$$ft" -m venv $(FT_VENV) && \
+	  cons=""; [ -f "$(FT_CONSTRAINTS)" ] && cons="-c $(FT_CONSTRAINTS)"; \
+	  $(FT_VENV)/bin/pip install $(PIP_QUIET) --upgrade pip && \
+	  $(FT_VENV)/bin/pip install $(PIP_QUIET) $$cons -e '.[$(FT_EXTRAS)]' && \
+	  for p in $(OPTIONAL); do $(FT_VENV)/bin/pip install $(PIP_QUIET) --only-binary :all: $$cons "$$p" || echo "weft: $$p not installed on the free-threaded leg; its tests will be skipped"; done && \
+	  touch $(FT_VENV)/.stamp || exit 1; \
+	fi; \
+	echo "== weft tests on $$($(FT_VENV)/bin/python -VV | head -1) ($$ft) =="; \
+	$(FT_VENV)/bin/python -m pytest
+
+test: lint test-gil test-ft
+
+bench: $(VENV)/.stamp
+	bash benchmarks/run.sh
+
+clean:
+	rm -rf $(VENV) $(FT_VENV) build dist .mypy_cache .ruff_cache

@@ -1,0 +1,207 @@
+"""The one protocol every backend implements: submit, map, statistics, close.
+
+Backends only implement ``_submit`` (start one call, return a Future) and
+``_shutdown``; bounded mapping, error notes, counters and the context-manager
+behaviour live here once.
+"""
+
+from __future__ import annotations
+
+import abc
+import reprlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from weft.errors import ConfigError, ExecutorClosed
+
+__all__ = ["Executor", "ExecutorStatistics"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutorStatistics:
+    """A snapshot of one executor's counters.
+
+    ``busy_seconds`` is the time workers spent inside user functions, summed over
+    workers; ``busy_fraction`` divides it by ``workers x elapsed_seconds``.
+    """
+
+    backend: str
+    workers: int
+    reason: str
+    submitted: int
+    completed: int
+    failed: int
+    cancelled: int
+    in_flight: int
+    busy_seconds: float
+    elapsed_seconds: float
+    worker_restarts: int
+    retried: int
+
+    @property
+    def busy_fraction(self) -> float:
+        capacity = self.workers * self.elapsed_seconds
+        return min(1.0, self.busy_seconds / capacity) if capacity > 0 else 0.0
+
+
+class _Counters:
+    """Thread-safe counters behind ``statistics()``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.started = time.perf_counter()
+        self.submitted = self.completed = self.failed = self.cancelled = 0
+        self.busy_seconds = 0.0
+        self.worker_restarts = self.retried = 0
+
+    def on_submit(self) -> None:
+        with self.lock:
+            self.submitted += 1
+
+    def on_done(self, future: Future[Any]) -> None:
+        with self.lock:
+            if future.cancelled():
+                self.cancelled += 1
+            elif future.exception() is not None:
+                self.failed += 1
+            else:
+                self.completed += 1
+
+    def add_busy(self, seconds: float) -> None:
+        with self.lock:
+            self.busy_seconds += seconds
+
+
+def describe_item(index: int, item: object) -> str:
+    return f"item #{index} ({reprlib.repr(item)})"
+
+
+def annotate(exc: BaseException, fn: Callable[..., Any], index: int, item: object) -> BaseException:
+    """Add a note naming the function and the input that raised ``exc`` (once)."""
+    note = f"weft: raised by {getattr(fn, '__qualname__', repr(fn))} on {describe_item(index, item)}"
+    if note not in getattr(exc, "__notes__", ()):
+        exc.add_note(note)
+    return exc
+
+
+def _values(pairs: Iterator[tuple[int, R]]) -> Iterator[R]:
+    try:
+        for _index, result in pairs:
+            yield result
+    finally:
+        close = getattr(pairs, "close", None)
+        if close is not None:
+            close()
+
+
+class Executor(abc.ABC):
+    """Runs callables on a backend with bounded in-flight work.
+
+    Use as a context manager, or call :meth:`close`; closing cancels queued work and
+    leaves no thread, process or shared-memory segment behind.
+    """
+
+    backend: str = "?"
+
+    def __init__(self, *, workers: int, reason: str = "") -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+        self.workers = workers
+        self.reason = reason or f"backend {self.backend!r} was requested"
+        self._counters = _Counters()
+        self._closed = False
+        self._in_flight: set[Future[Any]] = set()
+
+    # -- what a backend provides ------------------------------------------------
+    @abc.abstractmethod
+    def _submit(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[R]:
+        """Start ``fn(*args, **kwargs)``; the Future completes with its result or error."""
+
+    @abc.abstractmethod
+    def _shutdown(self, *, cancel: bool, timeout: float | None) -> None:
+        """Stop workers and release every resource."""
+
+    def _extra_restarts(self) -> tuple[int, int]:
+        """(worker restarts, retried tasks); process backends override."""
+        return (0, 0)
+
+    # -- the protocol -------------------------------------------------------------
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+        """Run ``fn(*args, **kwargs)`` on a worker; returns a ``concurrent.futures.Future``."""
+        if self._closed:
+            raise ExecutorClosed(f"this {self.backend} executor is closed: create a new one to submit work")
+        future = self._submit(fn, args, kwargs)
+        self._counters.on_submit()
+        with self._counters.lock:
+            self._in_flight.add(future)
+        future.add_done_callback(self._on_done)
+        return future
+
+    def _on_done(self, future: Future[Any]) -> None:
+        with self._counters.lock:
+            self._in_flight.discard(future)
+        self._counters.on_done(future)
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T], *, ordered: bool = True,
+            max_in_flight: int | None = None) -> Iterator[R]:
+        """Yield ``fn(item)`` for every item, keeping at most ``max_in_flight`` calls started.
+
+        ``ordered=False`` yields results as they complete. An exception from ``fn`` is
+        re-raised with its traceback and a note naming the item. Closing the returned
+        generator (or breaking out of the loop) cancels the calls not yet finished.
+        """
+        return _values(self.map_indexed(fn, items, ordered=ordered, max_in_flight=max_in_flight))
+
+    def map_indexed(self, fn: Callable[[T], R], items: Iterable[T], *, ordered: bool = True,
+                    max_in_flight: int | None = None) -> Iterator[tuple[int, R]]:
+        """Like :meth:`map`, yielding ``(input index, result)`` pairs."""
+        limit = 2 * self.workers if max_in_flight is None else max_in_flight
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
+        from weft.exec._map import bounded_map
+
+        return bounded_map(self, fn, items, ordered=ordered, limit=limit)
+
+    def statistics(self) -> ExecutorStatistics:
+        restarts, retried = self._extra_restarts()
+        c = self._counters
+        with c.lock:
+            return ExecutorStatistics(
+                backend=self.backend, workers=self.workers, reason=self.reason,
+                submitted=c.submitted, completed=c.completed, failed=c.failed,
+                cancelled=c.cancelled, in_flight=len(self._in_flight),
+                busy_seconds=c.busy_seconds, elapsed_seconds=time.perf_counter() - c.started,
+                worker_restarts=restarts, retried=retried,
+            )
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, *, cancel: bool = True, timeout: float | None = None) -> None:
+        """Stop the workers. ``cancel`` drops queued work; running calls finish first.
+
+        Idempotent. With ``timeout``, gives up waiting for running calls after that many
+        seconds (process workers are then terminated).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._shutdown(cancel=cancel, timeout=timeout)
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__name__} backend={self.backend!r} workers={self.workers} {state}>"

@@ -1,0 +1,393 @@
+"""The process backend: worker processes, arrays through shared memory, deaths noticed.
+
+One dispatcher thread in the owning process talks to every worker over its own pipe.
+It waits on the pipes, the workers' death sentinels and a wake-up pipe at once, so a
+worker killed by any signal is noticed as soon as the kernel reports it (not by a
+timeout). Work held by a dead worker is re-run on a fresh worker up to
+``max_retries`` times; after that its Future fails with :class:`WorkerDied`.
+
+A worker takes one task at a time: a task is only sent to a worker that waits in
+``recv``, so neither side ever blocks writing a large message to the other.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle
+import reprlib
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from weft.errors import ConfigError, RemoteError, WorkerDied
+from weft.exec import _shm
+from weft.exec._base import Executor
+
+__all__ = ["ProcessExecutor", "RemoteTraceback"]
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+#: How long close() waits for a worker to exit after its pipe is closed, before terminate().
+_EXIT_GRACE_SECONDS = 5.0
+
+
+class RemoteTraceback(Exception):
+    """Carries the traceback text of an exception raised in a worker process.
+
+    Set as the ``__cause__`` of the re-raised exception, so the worker's frames print
+    above the local ones.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f"\n\"\"\"\n{self.text}\"\"\""
+
+
+# --------------------------------------------------------------------------- worker side
+def _worker_main(conn: multiprocessing.connection.Connection, owner: int, use_shm: bool) -> None:
+    """Loop: receive a task, run it, send the outcome. Exits when the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the owner's to handle
+    try:
+        while True:
+            try:
+                message = conn.recv_bytes()
+            except (EOFError, OSError):
+                return
+            task_id = int.from_bytes(message[:8], "little")
+            start = time.perf_counter()
+            try:
+                fn, args, kwargs = _shm.loads(message[8:])
+                del message
+                result = fn(*args, **kwargs)
+                outcome: tuple[Any, ...] = ("ok", result)
+            except BaseException as exc:
+                outcome = ("err", exc, traceback.format_exc())
+            busy = time.perf_counter() - start
+            try:
+                payload, _ = _shm.dumps(outcome, owner=owner, use_shm=use_shm)
+            except BaseException as exc:
+                payload = _unpicklable_outcome(outcome, exc, owner)
+            del outcome
+            try:
+                conn.send_bytes(task_id.to_bytes(8, "little") + busy.hex().encode() + b"|" + payload)
+            except (BrokenPipeError, OSError):
+                return
+    finally:
+        if _shm.supported() and not _owner_alive(owner):
+            _shm.remove_segments(owner)
+
+
+def _unpicklable_outcome(outcome: tuple[Any, ...], exc: BaseException, owner: int) -> bytes:
+    if outcome[0] == "ok":
+        text = (f"the result of type {type(outcome[1]).__name__} could not be pickled to send it back "
+                f"({type(exc).__name__}: {exc}); return plain data or NumPy arrays, or use backend='thread'")
+        error = RemoteError(text)
+        tb = ""
+    else:
+        original = outcome[1]
+        error = RemoteError(f"{type(original).__module__}.{type(original).__qualname__}: {original}")
+        tb = outcome[2]
+    payload, _ = _shm.dumps(("err", error, tb), owner=owner, use_shm=False)
+    return payload
+
+
+def _owner_alive(owner: int) -> bool:
+    try:
+        os.kill(owner, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return os.getppid() == owner
+
+
+# --------------------------------------------------------------------------- owner side
+@dataclass(eq=False)
+class _Task:
+    id: int
+    payload: bytes
+    segments: list[str]
+    future: Future[Any]
+    label: str
+    attempts: int = 0
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    conn: multiprocessing.connection.Connection
+    task: _Task | None = None
+    spawned: float = field(default_factory=time.monotonic)
+
+
+class ProcessExecutor(Executor):
+    """``workers`` processes fed by one dispatcher thread.
+
+    Functions and arguments must be picklable (functions defined at module level).
+    Large NumPy arrays anywhere in arguments or results travel through shared memory.
+    """
+
+    backend = "process"
+
+    def __init__(self, *, workers: int, reason: str = "", max_retries: int = 1,
+                 start_method: str = "spawn", shared_memory: bool = True) -> None:
+        super().__init__(workers=workers, reason=reason)
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ConfigError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        if start_method not in multiprocessing.get_all_start_methods():
+            raise ConfigError(f"start_method {start_method!r} is not available here: "
+                              f"use one of {multiprocessing.get_all_start_methods()}")
+        self.max_retries = max_retries
+        self._ctx: Any = multiprocessing.get_context(start_method)
+        self._use_shm = shared_memory and _shm.supported()
+        self._owner = os.getpid()
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._pending: collections.deque[_Task] = collections.deque()
+        self._workers: list[_Worker] = []
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._stopping = False
+        self._cancel_on_stop = True
+        self._stop_deadline: float | None = None
+        self._restarts = 0
+        self._retried = 0
+        self._dispatcher: threading.Thread | None = None
+        self._fatal: BaseException | None = None
+
+    # -- submit --------------------------------------------------------------------
+    def _submit(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[R]:
+        try:
+            payload, segments = _shm.dumps((fn, args, kwargs), owner=self._owner, use_shm=self._use_shm)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            name = getattr(fn, "__qualname__", repr(fn))
+            raise ConfigError(
+                f"cannot send {name} or its arguments to a worker process ({type(exc).__name__}: {exc}); "
+                "define the function at module level and pass picklable arguments, or use backend='thread'"
+            ) from exc
+        future: Future[R] = Future()
+        label = f"{getattr(fn, '__qualname__', 'call')}{reprlib.repr(args)}"
+        task = _Task(next(self._ids), payload, segments, future, label)
+        with self._lock:
+            if self._fatal is not None:
+                _shm.unlink_all(segments)
+                raise RuntimeError("the process executor's dispatcher failed") from self._fatal
+            self._pending.append(task)
+            if self._dispatcher is None:
+                self._dispatcher = threading.Thread(target=self._dispatch, name="weft-process-dispatcher",
+                                                    daemon=True)
+                self._dispatcher.start()
+        self._wake()
+        return future
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full or closed: the dispatcher is awake or gone anyway
+
+    # -- dispatcher ----------------------------------------------------------------
+    def _spawn(self) -> _Worker:
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(target=_worker_main, args=(child_conn, self._owner, self._use_shm),
+                                    name="weft-process-worker", daemon=True)
+        process.start()
+        child_conn.close()
+        return _Worker(process, parent_conn)
+
+    def _dispatch(self) -> None:
+        try:
+            self._workers = [self._spawn() for _ in range(self.workers)]
+            while True:
+                self._assign()
+                if self._stopping and (self._drained() or not self._workers):
+                    break
+                waitables: list[Any] = [self._wake_r]
+                for w in self._workers:
+                    waitables += [w.conn, w.process.sentinel]
+                timeout = None
+                if self._stop_deadline is not None:
+                    timeout = max(0.0, self._stop_deadline - time.monotonic())
+                ready = multiprocessing.connection.wait(waitables, timeout=timeout)
+                if self._wake_r in ready:
+                    os.read(self._wake_r, 4096)
+                for w in list(self._workers):
+                    if w.conn in ready:
+                        self._receive(w)
+                    if w.process.sentinel in ready or not w.process.is_alive():
+                        self._on_death(w)
+                if self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
+                    break
+        except BaseException as exc:  # a bug here must fail the futures, never hang them
+            log.exception("weft process dispatcher failed")
+            with self._lock:
+                self._fatal = exc
+        finally:
+            self._finish()
+
+    def _drained(self) -> bool:
+        with self._lock:
+            return not self._pending and all(w.task is None for w in self._workers)
+
+    def _assign(self) -> None:
+        for w in self._workers:
+            if w.task is not None:
+                continue
+            with self._lock:
+                if not self._pending:
+                    return
+                task = self._pending.popleft()
+            if task.attempts == 0 and not task.future.set_running_or_notify_cancel():
+                _shm.unlink_all(task.segments)  # cancelled before it ran
+                continue
+            task.attempts += 1
+            w.task = task
+            try:
+                w.conn.send_bytes(task.id.to_bytes(8, "little") + task.payload)
+            except OSError:
+                pass  # the worker is dead; its sentinel reports it and the task is retried
+
+    def _receive(self, w: _Worker) -> None:
+        try:
+            message = w.conn.recv_bytes()
+        except (EOFError, OSError):
+            return  # death is handled through the sentinel
+        self._handle_answer(w, message)
+
+    def _handle_answer(self, w: _Worker, message: bytes) -> None:
+        task = w.task
+        w.task = None
+        if task is None or int.from_bytes(message[:8], "little") != task.id:
+            _shm.discard(message[message.index(b"|", 8) + 1:])
+            return
+        bar = message.index(b"|", 8)
+        self._counters.add_busy(float.fromhex(message[8:bar].decode()))
+        payload = message[bar + 1:]
+        _shm.unlink_all(task.segments)  # the worker mapped and unlinked them; make sure
+        if task.future.cancelled():
+            _shm.discard(payload)
+            return
+        try:
+            outcome = _shm.loads(payload)
+        except BaseException as exc:
+            _shm.discard(payload)
+            task.future.set_exception(RemoteError(f"the worker's answer could not be read: {exc!r}"))
+            return
+        if outcome[0] == "ok":
+            task.future.set_result(outcome[1])
+        else:
+            error: BaseException = outcome[1]
+            if outcome[2]:
+                error.__cause__ = RemoteTraceback(outcome[2])
+            task.future.set_exception(error)
+
+    def _on_death(self, w: _Worker) -> None:
+        while w.task is not None:  # an answer sent just before dying still counts
+            try:
+                if not w.conn.poll(0):
+                    break
+                message = w.conn.recv_bytes()
+            except (EOFError, OSError):
+                break
+            self._handle_answer(w, message)
+        w.process.join(0.1)
+        exitcode = w.process.exitcode
+        w.conn.close()
+        if self._use_shm:
+            _shm.remove_segments(self._owner, w.process.pid)
+        self._workers.remove(w)
+        task = w.task
+        how = _describe_exit(exitcode)
+        if task is not None:
+            if task.attempts <= self.max_retries and not self._stopping:
+                log.warning("weft: worker %s %s while running %s; retrying on a fresh worker",
+                            w.process.pid, how, task.label)
+                self._retried += 1
+                with self._lock:
+                    self._pending.appendleft(task)
+            else:
+                _shm.unlink_all(task.segments)
+                task.future.set_exception(WorkerDied(
+                    f"worker process {w.process.pid} {how} while running {task.label} "
+                    f"(attempt {task.attempts} of {self.max_retries + 1}); the work was lost. "
+                    "Check the function for crashes or memory use, or raise max_retries",
+                    items=(task.label,), exitcode=exitcode))
+        if not self._stopping:
+            self._restarts += 1
+            self._workers.append(self._spawn())
+
+    def _finish(self) -> None:
+        """Fail what is left, stop the workers, remove every segment."""
+        with self._lock:
+            leftovers = list(self._pending)
+            self._pending.clear()
+        leftovers += [w.task for w in self._workers if w.task is not None]
+        for task in leftovers:
+            _shm.unlink_all(task.segments)
+            if not task.future.done():
+                if task.future.cancel():
+                    continue
+                reason = self._fatal or RuntimeError("the process executor was closed before this task finished")
+                task.future.set_exception(reason)
+        for w in self._workers:
+            w.conn.close()
+        deadline = time.monotonic() + _EXIT_GRACE_SECONDS
+        for w in self._workers:
+            w.process.join(max(0.0, deadline - time.monotonic()))
+            if w.process.is_alive():
+                w.process.terminate()
+                w.process.join(1.0)
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join()
+        for w in self._workers:
+            w.process.close()
+        self._workers = []
+        if self._use_shm:
+            _shm.remove_segments(self._owner)
+
+    # -- shutdown ------------------------------------------------------------------
+    def _shutdown(self, *, cancel: bool, timeout: float | None) -> None:
+        with self._lock:
+            self._stopping = True
+            if cancel:
+                for task in self._pending:
+                    if task.attempts == 0 and task.future.cancel():
+                        _shm.unlink_all(task.segments)
+                self._pending = collections.deque(t for t in self._pending if not t.future.cancelled())
+            if timeout is not None:
+                self._stop_deadline = time.monotonic() + timeout
+            dispatcher = self._dispatcher
+        self._wake()
+        if dispatcher is not None:
+            dispatcher.join()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _extra_restarts(self) -> tuple[int, int]:
+        return (self._restarts, self._retried)
+
+
+def _describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "stopped answering"
+    if exitcode < 0:
+        try:
+            return f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"was killed by signal {-exitcode}"
+    return f"exited with code {exitcode}"

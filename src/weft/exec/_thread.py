@@ -1,0 +1,88 @@
+"""The thread backend: a fixed set of worker threads sharing data by reference.
+
+Right on a free-threaded build with the GIL off, and on any build for functions that
+release the GIL (NumPy, Pillow, onnxruntime, blocking I/O).
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from weft.exec._base import Executor
+
+R = TypeVar("R")
+
+_pool_ids = itertools.count(1)
+_Task = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+class ThreadExecutor(Executor):
+    """``workers`` threads, started on first use, joined on close."""
+
+    backend = "thread"
+
+    def __init__(self, *, workers: int, reason: str = "") -> None:
+        super().__init__(workers=workers, reason=reason)
+        self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._start_lock = threading.Lock()
+        self._name = f"weft-thread-{next(_pool_ids)}"
+
+    def _ensure_started(self) -> None:
+        if len(self._threads) == self.workers:
+            return
+        with self._start_lock:
+            while len(self._threads) < self.workers:
+                thread = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads)}",
+                                          daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def _work(self) -> None:
+        while True:
+            task = self._queue.get()
+            if task is None:
+                return
+            future, fn, args, kwargs = task
+            if not future.set_running_or_notify_cancel():
+                continue
+            start = time.perf_counter()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                self._counters.add_busy(time.perf_counter() - start)
+                future.set_exception(exc)
+                del exc  # break the frame -> exception -> frame cycle
+            else:
+                self._counters.add_busy(time.perf_counter() - start)
+                future.set_result(result)
+            del task, future, fn, args, kwargs
+
+    def _submit(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[R]:
+        self._ensure_started()
+        future: Future[R] = Future()
+        self._queue.put((future, fn, args, kwargs))
+        return future
+
+    def _shutdown(self, *, cancel: bool, timeout: float | None) -> None:
+        if cancel:
+            while True:
+                try:
+                    task = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if task is not None:
+                    task[0].cancel()
+        for _ in self._threads:
+            self._queue.put(None)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            if thread is threading.current_thread():
+                continue
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,214 @@
+"""Facts about this interpreter and machine, stated rather than guessed.
+
+- whether this is a free-threaded build and whether the GIL is enabled now;
+- how many cores this process may really use (CPU affinity and cgroup quota);
+- which modules, if any, re-enable the GIL when imported on a free-threaded build;
+- which execution backend weft picks for each kind of work, and why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import sysconfig
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+__all__ = [
+    "BackendChoice",
+    "GilCheck",
+    "RuntimeFacts",
+    "Workload",
+    "check_gil_imports",
+    "choose_backend",
+    "facts",
+    "gil_enabled",
+    "is_free_threaded_build",
+    "usable_cores",
+]
+
+Workload = Literal["cpu", "native", "io"]
+
+
+def is_free_threaded_build() -> bool:
+    """True when this CPython was built with ``--disable-gil`` (a 't' build)."""
+    return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+def gil_enabled() -> bool:
+    """True when the GIL is enabled right now (always True before 3.13)."""
+    probe = getattr(sys, "_is_gil_enabled", None)
+    return True if probe is None else bool(probe())
+
+
+def _cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs allowed by the cgroup quota, or None when there is no quota."""
+    v2 = root / "cpu.max"
+    try:
+        quota, period = v2.read_text().split()[:2]
+        if quota != "max":
+            return int(quota) / int(period)
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: CPU affinity, capped by any cgroup CPU quota."""
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    if limit is not None:
+        cores = min(cores, max(1, math.ceil(limit)))
+    return max(1, cores)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendChoice:
+    """The backend weft picks for one kind of work, and the reason in one sentence."""
+
+    workload: str
+    backend: str
+    reason: str
+
+
+_WORKLOAD_WORDS = {
+    "cpu": "CPU-bound pure Python",
+    "native": "native code that releases the GIL (NumPy, Pillow, onnxruntime)",
+    "io": "blocking I/O",
+}
+
+
+def choose_backend(workload: Workload, *, cores: int | None = None, gil: bool | None = None) -> BackendChoice:
+    """The backend for ``workload`` on this interpreter, with the rule that chose it.
+
+    The rule: with the GIL off, threads run Python in parallel, so every workload uses
+    threads. With the GIL on, work that releases it (native code, I/O) still runs in
+    parallel on threads, while CPU-bound Python needs processes, unless there is only
+    one usable core, where extra processes add overhead and no parallelism. For a
+    specific function, ``backend="auto"`` replaces this rule by a measurement.
+    """
+    if workload not in _WORKLOAD_WORDS:
+        from weft.errors import ConfigError
+
+        raise ConfigError(f"unknown workload {workload!r}: use one of {sorted(_WORKLOAD_WORDS)}")
+    cores = usable_cores() if cores is None else cores
+    gil = gil_enabled() if gil is None else gil
+    if not gil:
+        return BackendChoice(workload=workload, backend="thread",
+                             reason="the GIL is off, so threads run Python in parallel and share data by reference")
+    if workload == "io":
+        return BackendChoice(workload=workload, backend="thread",
+                             reason="blocking I/O releases the GIL, so threads overlap waits without copying data")
+    if workload == "native":
+        return BackendChoice(workload=workload, backend="thread",
+                             reason="native code releases the GIL, so threads run it in parallel without copying data")
+    if cores <= 1:
+        return BackendChoice(workload=workload, backend="serial",
+                             reason="one usable core: extra workers add overhead and no parallelism")
+    return BackendChoice(workload=workload, backend="process",
+                         reason="the GIL serialises Python bytecode on threads; processes run it in parallel")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GilCheck:
+    """Which modules, imported in order in a fresh interpreter, left the GIL enabled."""
+
+    python: str
+    free_threaded_build: bool
+    gil_enabled_after: bool
+    reenabled_by: str | None
+    failed_imports: dict[str, str]
+
+
+_GIL_CHECK_SCRIPT = r"""
+import importlib, json, sys, warnings
+mods = json.loads(sys.argv[1])
+probe = getattr(sys, "_is_gil_enabled", lambda: True)
+culprit, failed = None, {}
+warnings.simplefilter("ignore")
+for name in mods:
+    before = probe()
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        failed[name] = f"{type(exc).__name__}: {exc}"
+        continue
+    if culprit is None and not before and probe():
+        culprit = name
+import sysconfig
+print(json.dumps({"python": sys.executable,
+                  "free_threaded_build": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+                  "gil_enabled_after": probe(), "reenabled_by": culprit, "failed_imports": failed}))
+"""
+
+DEFAULT_GIL_MODULES = (
+    "weft", "weft.runtime", "weft.errors", "weft.exec", "numpy", "PIL.Image", "rich", "typer",
+)
+
+
+def check_gil_imports(modules: tuple[str, ...] = DEFAULT_GIL_MODULES, *, python: str | None = None,
+                      timeout: float = 60.0) -> GilCheck:
+    """Import ``modules`` one by one in a fresh ``python`` and report who enabled the GIL.
+
+    A fresh process is needed because the GIL, once re-enabled by an extension module
+    that does not declare free-threading support, stays on for the process's life.
+    """
+    env = dict(os.environ)
+    env.pop("PYTHON_GIL", None)  # a forced setting would hide the module that flips it
+    out = subprocess.run(
+        [python or sys.executable, "-c", _GIL_CHECK_SCRIPT, json.dumps(list(modules))],
+        capture_output=True, text=True, timeout=timeout, env=env, check=True,
+    )
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    return GilCheck(**data)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeFacts:
+    """Everything ``weft doctor`` reports."""
+
+    python: str
+    version: str
+    implementation: str
+    free_threaded_build: bool
+    gil_enabled: bool
+    os_cpu_count: int | None
+    usable_cores: int
+    cgroup_cpu_limit: float | None
+    backends: tuple[BackendChoice, ...]
+    gil_check: GilCheck | None
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def facts(*, check_imports: bool = True) -> RuntimeFacts:
+    """Collect the runtime facts; ``check_imports`` adds the (subprocess) GIL import check."""
+    gil_check = None
+    if check_imports and is_free_threaded_build():
+        gil_check = check_gil_imports()
+    return RuntimeFacts(
+        python=sys.executable,
+        version=sys.version.split()[0],
+        implementation=sys.implementation.name,
+        free_threaded_build=is_free_threaded_build(),
+        gil_enabled=gil_enabled(),
+        os_cpu_count=os.cpu_count(),
+        usable_cores=usable_cores(),
+        cgroup_cpu_limit=_cgroup_cpu_limit(),
+        backends=tuple(choose_backend(w) for w in ("cpu", "native", "io")),
+        gil_check=gil_check,
+    )

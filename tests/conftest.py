@@ -1,0 +1,67 @@
+"""Shared fixtures: every test can ask that it leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+SHM_DIR = "/dev/shm"
+
+
+def child_pids() -> set[int]:
+    """Live (non-zombie) children of this process, read from /proc."""
+    me = os.getpid()
+    found: set[int] = set()
+    try:
+        entries = os.listdir("/proc")
+    except FileNotFoundError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] != "Z" and int(fields[1]) == me:
+            found.add(int(entry))
+    return found
+
+
+def weft_segments() -> set[str]:
+    if not os.path.isdir(SHM_DIR):
+        return set()
+    return {n for n in os.listdir(SHM_DIR) if n.startswith(f"weft-{os.getpid()}-")}
+
+
+def weft_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("weft-") and t.is_alive()}
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until true or ``timeout``; for conditions with no event to wait on."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+@pytest.fixture
+def no_leaks() -> Iterator[None]:
+    """Fail the test if it leaves weft threads, child processes or shm segments behind."""
+    threads_before = weft_threads()
+    children_before = child_pids()
+    yield
+    assert wait_until(lambda: not (weft_threads() - threads_before)), \
+        f"threads left behind: {weft_threads() - threads_before}"
+    assert wait_until(lambda: not (child_pids() - children_before)), \
+        f"child processes left behind: {child_pids() - children_before}"
+    assert not weft_segments(), f"shared memory left behind: {weft_segments()}"

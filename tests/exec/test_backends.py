@@ -1,0 +1,146 @@
+"""The execution protocol, checked against every backend."""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import weft.exec
+import workloads
+from conftest import wait_until
+from weft.errors import ConfigError, ExecutorClosed
+
+BACKENDS = ["serial", "thread", "process"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def executor(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    ex = weft.exec.create(request.param, workers=2)
+    yield ex
+    ex.close()
+
+
+def test_ordered_results_follow_input_order(executor: weft.exec.Executor) -> None:
+    assert list(executor.map(workloads.slow_square, range(20))) == [x * x for x in range(20)]
+
+
+def test_unordered_results_are_the_same_multiset(executor: weft.exec.Executor) -> None:
+    pairs = list(executor.map_indexed(workloads.slow_square, range(20), ordered=False))
+    assert sorted(pairs) == [(i, i * i) for i in range(20)]
+
+
+def test_exception_carries_item_and_original_traceback(executor: weft.exec.Executor) -> None:
+    with pytest.raises(ValueError, match="three is not allowed") as info:
+        list(executor.map(workloads.fail_on_three, range(6)))
+    notes = getattr(info.value, "__notes__", [])
+    assert any("item #3" in note and "fail_on_three" in note for note in notes), notes
+    text = "".join(traceback.format_exception(info.value))
+    assert "raise ValueError" in text  # the frame inside the user function is kept
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(xs=st.lists(st.integers(-1000, 1000), max_size=40), ordered=st.booleans(),
+       window=st.integers(1, 8))
+def test_map_equals_serial(executor: weft.exec.Executor, xs: list[int], ordered: bool, window: int) -> None:
+    got = list(executor.map_indexed(workloads.square, xs, ordered=ordered, max_in_flight=window))
+    expected = [(i, x * x) for i, x in enumerate(xs)]
+    assert (got if ordered else sorted(got)) == expected
+
+
+def test_in_flight_is_bounded(executor: weft.exec.Executor) -> None:
+    pulled = 0
+
+    def source():  # type: ignore[no-untyped-def]
+        nonlocal pulled
+        for i in range(1000):
+            pulled += 1
+            yield i
+
+    results = executor.map(workloads.square, source(), max_in_flight=3)
+    assert next(results) == 0
+    assert pulled <= 4  # one consumed plus at most three started
+    results.close()
+
+
+def test_statistics_count_work(executor: weft.exec.Executor) -> None:
+    # calls abandoned by earlier tests may still be finishing
+    assert wait_until(lambda: executor.statistics().in_flight == 0)
+    before = executor.statistics()
+    list(executor.map(workloads.square, range(10)))
+    with pytest.raises(ValueError):
+        list(executor.map(workloads.fail_on_three, [3]))
+    after = executor.statistics()
+    assert after.submitted - before.submitted == 11
+    assert after.completed - before.completed == 10
+    assert after.failed - before.failed == 1
+    assert after.in_flight == 0
+    assert after.busy_seconds >= before.busy_seconds
+    assert 0.0 <= after.busy_fraction <= 1.0
+
+
+def test_arrays_round_trip(executor: weft.exec.Executor) -> None:
+    big = np.random.default_rng(0).random((300, 400))  # 960 KB: travels through shared memory
+    small = np.arange(10)
+    strided = big[::2, ::3]
+    for a in (big, small, strided):
+        np.testing.assert_array_equal(executor.submit(workloads.double_array, a).result(), a * 2)
+    out = executor.submit(workloads.array_stats, {"x": big}).result()
+    np.testing.assert_array_equal(out["echo"], big)
+    assert out["shape"] == big.shape
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_close_is_idempotent_and_refuses_new_work(backend: str, no_leaks: None) -> None:
+    ex = weft.exec.create(backend, workers=2)
+    assert ex.submit(workloads.square, 3).result() == 9
+    ex.close()
+    ex.close()
+    with pytest.raises(ExecutorClosed, match="closed"):
+        ex.submit(workloads.square, 3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_early_break_leaves_nothing_behind(backend: str, no_leaks: None) -> None:
+    with weft.exec.create(backend, workers=2) as ex:
+        for i, arr in enumerate(ex.map(workloads.make_array, [100_000] * 50)):
+            assert arr.shape == (100_000,)
+            if i == 3:
+                break
+        stats = ex.statistics()
+    assert stats.submitted < 50
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_consumer_exception_leaves_nothing_behind(backend: str, no_leaks: None) -> None:
+    with pytest.raises(KeyError), weft.exec.create(backend, workers=2) as ex:
+        for _ in ex.map(workloads.make_array, [100_000] * 20):
+            raise KeyError("consumer failed")
+
+
+def test_bad_arguments_name_the_value() -> None:
+    with pytest.raises(ConfigError, match="workers must be a positive integer, got 0"):
+        weft.exec.create("thread", workers=0)
+    with pytest.raises(ConfigError, match="unknown backend 'gpu'"):
+        weft.exec.create("gpu")
+    with weft.exec.create("thread", workers=1) as ex, pytest.raises(ConfigError, match="max_in_flight"):
+        ex.map(workloads.square, [1], max_in_flight=0)
+
+
+def test_thread_close_cancels_queued_work(no_leaks: None) -> None:
+    ex = weft.exec.create("thread", workers=1)
+    gate = threading.Event()
+    first = ex.submit(gate.wait, 10)
+    queued = [ex.submit(workloads.square, i) for i in range(5)]
+    closer = threading.Thread(target=ex.close)
+    closer.start()
+    gate.set()
+    closer.join(10)
+    assert first.result() is True
+    assert all(f.cancelled() or f.result() == i * i for i, f in enumerate(queued))
+    assert time.monotonic()  # no hang: reaching this line is the check

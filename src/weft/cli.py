@@ -66,8 +66,8 @@ def doctor(
     for choice in facts.backends:
         backends.add_row(words.get(choice.workload, choice.workload), choice.backend, choice.reason)
     console.print(backends)
-    console.print("backend='auto' on a map measures the function itself: threads if their parallel "
-                  "efficiency is >= 60%, otherwise processes (always threads when the GIL is off).")
+    console.print("backend='auto' on a map measures the function itself: threads if it waits or "
+                  "releases the GIL (threads use >= 1.5 cores), otherwise processes; threads whenever the GIL is off.")
 
 
 def _yes(value: bool) -> str:

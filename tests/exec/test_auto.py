@@ -26,7 +26,7 @@ def test_auto_measures_gil_bound_python_and_picks_processes() -> None:
         assert out == [workloads.python_loop(200_000)] * 40
         assert ex.chosen == "process", ex.statistics().reason
         assert ex.calibration is not None and ex.calibration.thread_efficiency is not None
-        assert "efficiency" in ex.statistics().reason
+        assert "holds the GIL" in ex.statistics().reason
 
 
 @pytest.mark.skipif(not runtime.gil_enabled(), reason="calibration only runs on a GIL build")

@@ -5,12 +5,12 @@ The rule:
 1. The GIL is off (free-threaded build): threads. They run Python in parallel and
    share data by reference, so processes can only add copying.
 2. Only one usable core: threads (processes add start-up and copying, no parallelism).
-3. Otherwise, :meth:`AutoExecutor.map` calibrates on the first items of the input:
-   it times a few calls serially, then a few rounds on ``workers`` threads, and
-   computes the threads' parallel efficiency (throughput / (cores x serial
-   throughput)). At or above ``efficiency_threshold`` the function releases the GIL
-   well enough: threads. Below it: processes. Calls so short that inter-process
-   transfer would dominate (< ``min_process_item_seconds``) stay on threads.
+3. Otherwise, :meth:`AutoExecutor.map` calibrates on the first items of the input
+   (see :func:`calibrate`): calls that mostly wait (I/O) use threads; CPU-bound calls
+   run a few rounds on ``workers`` threads, and if the process then used at least 1.5
+   cores (or all usable cores, if fewer) the function releases the GIL: threads.
+   Otherwise it holds the GIL: processes. Calls so short that inter-process transfer
+   would dominate (< 50 us) stay on threads.
 
 Calibration results are not thrown away: they are yielded first. ``submit`` without
 a prior ``map`` has no sample to measure, so on a GIL build it assumes CPU-bound
@@ -54,9 +54,16 @@ def _interpreter_rule(workers: int) -> Calibration | None:
 
 
 def calibrate(fn: Callable[[T], R], items: Iterator[tuple[int, T]], *, workers: int,
-              efficiency_threshold: float = 0.6, min_process_item_seconds: float = 50e-6,
+              min_parallel_cores: float = 1.5, min_process_item_seconds: float = 50e-6,
               budget_seconds: float = 0.25) -> tuple[Calibration, list[tuple[int, R]]]:
     """Measure ``fn`` on items from ``items`` (pairs of index and item).
+
+    Serially, it times calls on the wall clock and on the thread's CPU clock: a call
+    that spends most of its time off the CPU is waiting (I/O) and threads overlap the
+    waits. A CPU-bound call is then run on ``workers`` threads: if the process used at
+    least ``min_parallel_cores`` cores meanwhile, the call releases the GIL and threads
+    win; a GIL-bound call cannot use much more than one core, however busy or idle the
+    machine, which makes CPU use a steadier signal than wall-clock speed-up alone.
 
     Returns the decision and the ``(index, result)`` pairs computed while measuring.
     """
@@ -70,49 +77,54 @@ def calibrate(fn: Callable[[T], R], items: Iterator[tuple[int, T]], *, workers: 
         except BaseException as exc:
             raise annotate(exc, fn, index, item) from None
 
-    # warm-up call, then serial timing
-    first = next(items, None)
+    first = next(items, None)  # warm-up call: imports, caches
     if first is None:
         return Calibration(backend="thread", reason="no items to measure"), done
     run(*first)
-    serial_count, serial_time = 0, 0.0
-    while serial_time < budget_seconds / 3 and serial_count < 16:
+    serial_count, serial_wall, serial_cpu = 0, 0.0, 0.0
+    while serial_wall < budget_seconds / 3 and serial_count < 16:
         pair = next(items, None)
         if pair is None:
             return Calibration(backend="thread", reason="too few items to measure: threads"), done
-        start = time.perf_counter()
+        wall0, cpu0 = time.perf_counter(), time.thread_time()
         run(*pair)
-        serial_time += time.perf_counter() - start
+        serial_cpu += time.thread_time() - cpu0
+        serial_wall += time.perf_counter() - wall0
         serial_count += 1
-    per_item = serial_time / serial_count
+    per_item = serial_wall / serial_count
     if per_item < min_process_item_seconds:
         return Calibration(backend="thread", serial_seconds_per_item=per_item,
                            reason=f"calls take {per_item * 1e6:.0f} us: too short to repay sending them to processes"), done
+    cpu_share = serial_cpu / serial_wall if serial_wall > 0 else 1.0
+    if cpu_share < 0.5:
+        return Calibration(backend="thread", serial_seconds_per_item=per_item,
+                           reason=f"calls spend {1 - cpu_share:.0%} of their time waiting (I/O): threads overlap the waits"), done
 
     rounds = max(1, min(8, int(budget_seconds / 2 / max(per_item, 1e-9))))
     batch = list(itertools.islice(items, workers * rounds))
     if len(batch) < workers:
-        done.extend((i, fn(x)) for i, x in batch)
+        for pair in batch:
+            run(*pair)
         return Calibration(backend="thread", serial_seconds_per_item=per_item,
                            reason="too few items to measure threads: threads"), done
     with ThreadExecutor(workers=workers) as pool:
-        start = time.perf_counter()
+        wall0, cpu0 = time.perf_counter(), time.process_time()
         futures: list[Future[R]] = [pool.submit(fn, item) for _, item in batch]
         for (index, item), future in zip(batch, futures, strict=True):
             try:
                 done.append((index, future.result()))
             except BaseException as exc:
                 raise annotate(exc, fn, index, item) from None
-        wall = time.perf_counter() - start
+        wall = time.perf_counter() - wall0
+        cores_used = (time.process_time() - cpu0) / wall if wall > 0 else 0.0
     cores = min(workers, runtime.usable_cores())
     efficiency = (len(batch) / wall) / (cores / per_item)
-    if efficiency >= efficiency_threshold:
+    measured = f"threads used {cores_used:.1f} of {cores} cores ({efficiency:.0%} parallel efficiency)"
+    if cores_used >= min(min_parallel_cores, cores):
         return Calibration(backend="thread", serial_seconds_per_item=per_item, thread_efficiency=efficiency,
-                           reason=f"threads reached {efficiency:.0%} parallel efficiency (>= {efficiency_threshold:.0%}): "
-                                  "the function releases the GIL"), done
+                           reason=f"{measured}: the function releases the GIL, so threads run it in parallel"), done
     return Calibration(backend="process", serial_seconds_per_item=per_item, thread_efficiency=efficiency,
-                       reason=f"threads reached only {efficiency:.0%} parallel efficiency (< {efficiency_threshold:.0%}): "
-                              "the function holds the GIL, so processes run it in parallel"), done
+                       reason=f"{measured}: the function holds the GIL, so processes run it in parallel"), done
 
 
 class AutoExecutor(Executor):

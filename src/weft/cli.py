@@ -21,7 +21,7 @@ def _root() -> None:
 
 
 #: Modules whose ``register(app)`` adds sub-commands.
-_AREAS: tuple[str, ...] = ()
+_AREAS: tuple[str, ...] = ("weft.train._cli",)
 
 
 @app.command()

@@ -1,0 +1,132 @@
+"""Model adapters behind a registry: a spec string or object becomes a loaded ``Model``.
+
+Built in: ``python`` (``path/to/file.py:Name`` or ``package.module:Name``; a class, an
+instance or a function), ``onnx`` (a ``.onnx`` file, onnxruntime) and ``torchscript``
+(a ``.pt`` file, torch). A new adapter is one module plus one :func:`register_adapter`
+call; ``name=spec`` overrides the served name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from weft.errors import ConfigError, ModelError
+from weft.serve._types import Model, TensorSpec
+
+__all__ = ["LoadedModel", "adapter_names", "load_model", "register_adapter", "split_name"]
+
+Loader = Callable[[Any], Model]
+Matcher = Callable[[Any], bool]
+
+
+@dataclass(frozen=True)
+class _Adapter:
+    name: str
+    platform: str
+    matches: Matcher
+    loader: str | Loader
+
+
+_registry: list[_Adapter] = []
+
+
+def register_adapter(name: str, *, matches: Matcher, loader: str | Loader, platform: str | None = None,
+                     first: bool = True) -> None:
+    """Add an adapter; ``loader`` is a callable or a lazily imported ``"module:function"``."""
+    global _registry
+    adapter = _Adapter(name, platform or name, matches, loader)
+    rest = [a for a in _registry if a.name != name]
+    _registry = [adapter, *rest] if first else [*rest, adapter]
+
+
+def adapter_names() -> list[str]:
+    return [a.name for a in _registry]
+
+
+def _suffix(*suffixes: str) -> Matcher:
+    return lambda spec: isinstance(spec, str) and spec.lower().endswith(suffixes)
+
+
+register_adapter("python", matches=lambda spec: not isinstance(spec, str) or ":" in spec,
+                 loader="weft.serve._python_adapter:load", platform="python")
+register_adapter("torchscript", matches=_suffix(".pt", ".pth", ".ts"),
+                 loader="weft.serve._torchscript_adapter:load", platform="pytorch_libtorch")
+register_adapter("onnx", matches=_suffix(".onnx"), loader="weft.serve._onnx_adapter:load",
+                 platform="onnxruntime_onnx")
+
+_NAME = re.compile(r"^([A-Za-z0-9_.\-]+)=(.+)$")
+
+
+def split_name(spec: Any) -> tuple[str | None, Any]:
+    """``"mlp=examples/mlp.py:Model"`` -> ("mlp", "examples/mlp.py:Model")."""
+    if isinstance(spec, str):
+        match = _NAME.match(spec)
+        if match:
+            return match.group(1), match.group(2)
+    return None, spec
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A model ready to predict, with its served name and declared tensors."""
+
+    name: str
+    platform: str
+    model: Model
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            result = self.model.predict(inputs)
+        except Exception as exc:
+            raise ModelError(f"model {self.name!r} failed to predict: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(result, dict):
+            raise ModelError(f"model {self.name!r}: predict must return a dict of arrays, got {type(result).__name__}")
+        return result
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "platform": self.platform,
+                "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
+
+
+def _specs(value: Any, what: str, where: str) -> tuple[TensorSpec, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Sequence) or not all(isinstance(t, TensorSpec) for t in value):
+        raise ConfigError(f"model {where}: '{what}' must be a list of weft.serve.TensorSpec")
+    return tuple(value)
+
+
+def load_model(spec: Any) -> LoadedModel:
+    """Resolve ``spec`` through the first matching adapter, then call ``load()`` once."""
+    name, target = split_name(spec)
+    for adapter in _registry:
+        if adapter.matches(target):
+            break
+    else:
+        raise ConfigError(f"no model adapter understands {target!r}: use path/to/file.py:Name, "
+                          f"package.module:Name, a .onnx or a .pt file (adapters: {adapter_names()})")
+    loader = adapter.loader
+    if isinstance(loader, str):
+        module, _, attr = loader.partition(":")
+        loader = getattr(importlib.import_module(module), attr)
+    try:
+        model = loader(target)
+        model.load()
+    except (ConfigError, ModelError):
+        raise
+    except Exception as exc:
+        raise ModelError(f"model {target!r} failed to load: {type(exc).__name__}: {exc}") from exc
+    served = name or getattr(model, "name", None)
+    if not isinstance(served, str) or not served:
+        raise ConfigError(f"model {target!r} has no usable name: set a 'name' attribute or serve it as name=spec")
+    platform = getattr(model, "platform", None) or adapter.platform
+    return LoadedModel(served, str(platform), model, _specs(getattr(model, "inputs", None), "inputs", served),
+                       _specs(getattr(model, "outputs", None), "outputs", served))

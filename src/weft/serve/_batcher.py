@@ -1,0 +1,317 @@
+"""Dynamic batching: queue requests, form batches by rows, split results back.
+
+The batcher lives on one asyncio event loop. Requests whose non-batch shapes or
+dtypes differ are never mixed: a batch takes, in arrival order, the requests that
+match the oldest one, up to ``max_batch_size`` rows. A batch starts when
+
+- it is full (``max_batch_size`` rows), or
+- its oldest request has waited ``max_delay`` seconds, or
+- a worker has just freed up: requests queued while every worker was busy have
+  waited already, so the freed worker takes everything queued (up to the maximum)
+  at once rather than waiting for more.
+
+At most ``workers`` batches compute at once; the rest wait here, where new requests
+can still join them. The queue is bounded (:class:`Overloaded` when full); a request
+past its deadline is dropped before compute (:class:`Expired`); a cancelled request
+(client gone, timeout) leaves the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from weft.errors import ConfigError, ModelError, ServeError
+
+__all__ = ["Batcher", "BatcherConfig", "BatcherStatistics", "Expired", "Overloaded"]
+
+log = logging.getLogger(__name__)
+
+Arrays = dict[str, np.ndarray]
+RunBatch = Callable[[Arrays], Awaitable[Arrays]]
+
+
+class Overloaded(ServeError):
+    """The queue is full or the batcher is closed; answer 503 and ask to retry."""
+
+
+class Expired(ServeError, TimeoutError):
+    """The request's deadline passed before its result was ready; answer 504."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatcherConfig:
+    """``max_batch_size`` in rows; ``max_delay`` in seconds from the oldest queued request;
+    ``queue_size`` requests may wait; ``workers`` batches compute at once."""
+
+    max_batch_size: int = 32
+    max_delay: float = 0.002
+    queue_size: int = 256
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_size", "queue_size", "workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.max_delay, int | float) or self.max_delay < 0:
+            raise ConfigError(f"max_delay must be a number of seconds >= 0, got {self.max_delay!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatcherStatistics:
+    """A snapshot of a batcher's counters (requests unless named rows/batches)."""
+
+    queued: int
+    queued_rows: int
+    running_batches: int
+    submitted: int
+    completed: int
+    failed: int
+    rejected: int
+    expired: int
+    cancelled: int
+    batches: int
+    rows: int
+
+    @property
+    def mean_batch_rows(self) -> float:
+        return self.rows / self.batches if self.batches else 0.0
+
+
+class _Pending:
+    __slots__ = ("deadline", "enqueued", "future", "inputs", "key", "rows")
+
+    def __init__(self, inputs: Arrays, key: tuple[Any, ...], rows: int, deadline: float | None,
+                 future: asyncio.Future[Arrays], enqueued: float) -> None:
+        self.inputs = inputs
+        self.key = key
+        self.rows = rows
+        self.deadline = deadline
+        self.future = future
+        self.enqueued = enqueued
+
+
+def batch_key(inputs: Arrays) -> tuple[Any, ...]:
+    """What must be equal for two requests to share a batch: names, dtypes, non-batch dims."""
+    return tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items())
+
+
+def batch_rows(inputs: Arrays) -> int:
+    """The rows of a request: the common first dimension of its inputs."""
+    rows = -1
+    for name, a in inputs.items():
+        if a.ndim == 0:
+            raise ConfigError(f"input {name!r} is a scalar: every input needs a first (batch) dimension")
+        if rows == -1:
+            rows = a.shape[0]
+        elif a.shape[0] != rows:
+            raise ConfigError(f"inputs disagree on the batch dimension: {name!r} has {a.shape[0]} rows, "
+                              f"others {rows}")
+    return max(rows, 0)
+
+
+class Batcher:
+    """Forms batches for ``run`` (an async function of a batch) on the running loop."""
+
+    def __init__(self, run: RunBatch, config: BatcherConfig | None = None, *,
+                 on_batch: Callable[[int], None] | None = None) -> None:
+        self.config = config or BatcherConfig()
+        self._run = run
+        self._on_batch = on_batch
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._queued_rows = 0
+        self._running = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._idle: asyncio.Event | None = None
+        self._submitted = self._completed = self._failed = 0
+        self._rejected = self._expired = self._cancelled = 0
+        self._batches = self._rows = 0
+
+    # -- requests ------------------------------------------------------------------
+    async def infer(self, inputs: Arrays, *, deadline: float | None = None) -> Arrays:
+        """Queue one request and wait for its outputs (rows split back from the batch).
+
+        ``deadline`` is on the loop's clock (``loop.time()``). Raises :class:`Overloaded`
+        at once when the queue is full, :class:`Expired` past the deadline.
+        """
+        loop = asyncio.get_running_loop()
+        rows = batch_rows(inputs)
+        if rows > self.config.max_batch_size:
+            raise ConfigError(f"the request has {rows} rows, more than max_batch_size="
+                              f"{self.config.max_batch_size}: split it into smaller requests")
+        if self._closed:
+            self._rejected += 1
+            raise Overloaded("the server is shutting down and takes no new requests")
+        if len(self._queue) >= self.config.queue_size:
+            self._rejected += 1
+            raise Overloaded(f"the queue is full ({self.config.queue_size} requests waiting): retry later")
+        now = loop.time()
+        if deadline is not None and deadline <= now:
+            self._expired += 1
+            raise Expired("the request's timeout passed before it was queued")
+        pending = _Pending(inputs, batch_key(inputs), rows, deadline, loop.create_future(), now)
+        self._queue.append(pending)
+        self._queued_rows += rows
+        self._submitted += 1
+        self._pump(freed=False)
+        try:
+            if deadline is None:
+                return await pending.future
+            async with asyncio.timeout_at(deadline):
+                return await pending.future
+        except Expired:
+            raise
+        except TimeoutError:
+            self._expired += 1
+            raise Expired("the request timed out before its result was ready") from None
+        except asyncio.CancelledError:
+            self._cancelled += 1
+            raise
+        finally:
+            if not pending.future.done():
+                pending.future.cancel()
+            self._forget(pending)
+
+    def _forget(self, pending: _Pending) -> None:
+        try:
+            self._queue.remove(pending)
+        except ValueError:
+            return  # already in a batch
+        self._queued_rows -= pending.rows
+        self._check_idle()
+
+    # -- batch formation -----------------------------------------------------------
+    def _pump(self, *, freed: bool) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        while self._running < cfg.workers and self._queue:
+            now = loop.time()
+            head = self._queue[0]
+            if head.future.done():
+                self._queue.popleft()
+                self._queued_rows -= head.rows
+                continue
+            if not (freed or self._closed or now - head.enqueued >= cfg.max_delay
+                    or self._group_rows(head.key) >= cfg.max_batch_size):
+                self._timer = loop.call_at(head.enqueued + cfg.max_delay, self._pump_timer)
+                break
+            self._start(self._take(now))
+        self._check_idle()
+
+    def _pump_timer(self) -> None:
+        self._timer = None
+        self._pump(freed=False)
+
+    def _group_rows(self, key: tuple[Any, ...]) -> int:
+        limit = self.config.max_batch_size
+        rows = 0
+        for p in self._queue:
+            if p.key == key:
+                rows += p.rows
+                if rows >= limit:
+                    break
+        return rows
+
+    def _take(self, now: float) -> list[_Pending]:
+        """Remove and return the oldest request's batch (FIFO within its group)."""
+        key = self._queue[0].key
+        limit = self.config.max_batch_size
+        batch: list[_Pending] = []
+        rows = 0
+        keep: collections.deque[_Pending] = collections.deque()
+        while self._queue:
+            p = self._queue.popleft()
+            if p.key != key or rows + p.rows > limit:
+                keep.append(p)
+                if p.key == key:
+                    break  # the next one of this group does not fit: keep arrival order
+                continue
+            self._queued_rows -= p.rows
+            if p.future.done():
+                continue
+            if p.deadline is not None and p.deadline <= now:
+                self._expired += 1
+                p.future.set_exception(Expired("the request timed out while it waited in the queue"))
+                continue
+            batch.append(p)
+            rows += p.rows
+        keep.extend(self._queue)
+        self._queue = keep
+        return batch
+
+    def _start(self, batch: list[_Pending]) -> None:
+        if not batch:
+            return
+        rows = sum(p.rows for p in batch)
+        if len(batch) == 1:
+            inputs = batch[0].inputs
+        else:
+            inputs = {name: np.concatenate([p.inputs[name] for p in batch]) for name in batch[0].inputs}
+        self._running += 1
+        self._batches += 1
+        self._rows += rows
+        if self._on_batch is not None:
+            self._on_batch(rows)
+        task = asyncio.ensure_future(self._run(inputs))
+        task.add_done_callback(lambda t: self._finish(t, batch, rows))
+
+    def _finish(self, task: asyncio.Future[Arrays], batch: list[_Pending], rows: int) -> None:
+        self._running -= 1
+        try:
+            outputs = task.result()
+            for name, value in outputs.items():
+                if not isinstance(value, np.ndarray) or value.ndim == 0 or value.shape[0] != rows:
+                    shape = getattr(value, "shape", type(value).__name__)
+                    raise ModelError(f"output {name!r} must be an array with {rows} rows (one per input row), "
+                                     f"got {shape}")
+        except BaseException as exc:
+            if not isinstance(exc, ServeError):
+                exc = ModelError(f"the model failed on a batch of {rows} rows: {type(exc).__name__}: {exc}")
+            for p in batch:
+                if not p.future.done():
+                    self._failed += 1
+                    p.future.set_exception(exc)
+        else:
+            start = 0
+            for p in batch:
+                end = start + p.rows
+                if not p.future.done():
+                    self._completed += 1
+                    p.future.set_result({name: value[start:end] for name, value in outputs.items()})
+                start = end
+        self._pump(freed=True)
+
+    # -- lifecycle -----------------------------------------------------------------
+    def _check_idle(self) -> None:
+        if self._idle is not None and not self._queue and self._running == 0:
+            self._idle.set()
+
+    async def drain(self) -> None:
+        """Refuse new requests, start every queued batch at once, wait until all finished."""
+        self._closed = True
+        self._idle = asyncio.Event()
+        self._pump(freed=True)
+        self._check_idle()
+        await self._idle.wait()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def statistics(self) -> BatcherStatistics:
+        return BatcherStatistics(
+            queued=len(self._queue), queued_rows=self._queued_rows, running_batches=self._running,
+            submitted=self._submitted, completed=self._completed, failed=self._failed,
+            rejected=self._rejected, expired=self._expired, cancelled=self._cancelled,
+            batches=self._batches, rows=self._rows)

@@ -1,0 +1,49 @@
+"""``weft serve MODEL...``: the model server command."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="serve")(serve)
+
+
+def serve(
+    models: Annotated[list[str], typer.Argument(help="Models: path/to/file.py:Name, package.module:Name, "
+                                                    "model.onnx or model.pt; name=spec renames.")],
+    max_batch_size: Annotated[int, typer.Option(help="Most rows in one batch.")] = 32,
+    max_delay_ms: Annotated[float, typer.Option(help="Longest wait for a batch to fill, from its oldest request.")] = 2.0,
+    workers: Annotated[int, typer.Option(help="Model workers (batches computing at once).")] = 2,
+    port: Annotated[int, typer.Option(help="TCP port (0 = any free port).")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
+    backend: Annotated[str, typer.Option(help="thread, process or auto.")] = "auto",
+    queue_size: Annotated[int, typer.Option(help="Requests that may wait; beyond it answers 503.")] = 256,
+    timeout_s: Annotated[float, typer.Option(help="Longest a request may take (504 after).")] = 30.0,
+    token: Annotated[str | None, typer.Option(envvar="WEFT_SERVE_TOKEN",
+                                              help="Require 'Authorization: Bearer TOKEN' (health stays open).")] = None,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body in MiB (413 beyond).")] = 64.0,
+    drain_timeout_s: Annotated[float, typer.Option(help="On SIGTERM, longest wait for requests in flight.")] = 30.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve models over the Open Inference Protocol (V2) with dynamic batching."""
+    from rich.logging import RichHandler
+
+    from weft.errors import WeftError
+    from weft.serve._server import Server, ServerConfig
+
+    logging.basicConfig(level=log_level.upper(), format="%(message)s", handlers=[RichHandler(show_path=False)])
+    try:
+        config = ServerConfig(host=host, port=port, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
+                              workers=workers, backend=backend, queue_size=queue_size, timeout_s=timeout_s,
+                              token=token, max_body_bytes=int(max_body_mb * 1024 * 1024),
+                              drain_timeout_s=drain_timeout_s, log_level="warning")
+        Server(models, config).run()
+    except WeftError as exc:
+        typer.echo(f"weft serve: {exc}", err=True)
+        raise typer.Exit(2) from None

@@ -27,7 +27,8 @@ $(VENV)/.stamp: pyproject.toml Makefile
 	touch $@
 
 demo: $(VENV)/.stamp
-	$(VENV)/bin/weft demo
+	$(VENV)/bin/weft doctor
+	$(VENV)/bin/python examples/parallel_map.py
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check src tests benchmarks examples

@@ -83,3 +83,30 @@ def test_close_with_timeout_terminates_busy_workers(tmp_path, no_leaks: None) ->
     ex.close(timeout=0.5)
     assert future.done()
     assert isinstance(future.exception(), RuntimeError)
+
+
+def test_script_without_main_guard_gets_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text("import weft.exec, operator\n"
+                      "with weft.exec.create('process', workers=1) as ex:\n"
+                      "    print(list(ex.map(operator.neg, [1, 2])))\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=100)
+    assert out.returncode != 0
+    assert "BackendUnavailable" in out.stderr
+    assert 'if __name__ == "__main__":' in out.stderr
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_other_start_methods_work_and_close_promptly(method: str) -> None:
+    """(forkserver keeps multiprocessing's own server process alive: no leak check here.)"""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads warns on 3.12+
+        with weft.exec.create("process", workers=2, start_method=method) as ex:
+            assert list(ex.map(workloads.square, range(6))) == [x * x for x in range(6)]
+            start = time.monotonic()
+    assert time.monotonic() - start < 5.0, "workers must see their pipe close and exit"

@@ -29,7 +29,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from weft.errors import ConfigError, RemoteError, WorkerDied
+from weft.errors import BackendUnavailable, ConfigError, RemoteError, WorkerDied
 from weft.exec import _shm
 from weft.exec._base import Executor
 
@@ -37,6 +37,9 @@ __all__ = ["ProcessExecutor", "RemoteTraceback"]
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
+
+#: The first message of every worker: it started and imported what it needs.
+_READY = b"ready"
 
 #: How long close() waits for a worker to exit after its pipe is closed, before terminate().
 _EXIT_GRACE_SECONDS = 5.0
@@ -58,10 +61,20 @@ class RemoteTraceback(Exception):
 
 
 # --------------------------------------------------------------------------- worker side
-def _worker_main(conn: multiprocessing.connection.Connection, owner: int, use_shm: bool) -> None:
+def _worker_main(conn: multiprocessing.connection.Connection, owner: int, use_shm: bool,
+                 inherited_fds: tuple[int, ...] = ()) -> None:
     """Loop: receive a task, run it, send the outcome. Exits when the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the owner's to handle
+    for fd in inherited_fds:  # a forked worker must not hold the owner's pipe ends, or EOF never comes
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     try:
+        try:
+            conn.send_bytes(_READY)
+        except OSError:
+            return  # the owner closed before this worker started
         while True:
             try:
                 message = conn.recv_bytes()
@@ -131,6 +144,7 @@ class _Worker:
     process: multiprocessing.process.BaseProcess
     conn: multiprocessing.connection.Connection
     task: _Task | None = None
+    ready: bool = False
     spawned: float = field(default_factory=time.monotonic)
 
 
@@ -185,6 +199,8 @@ class ProcessExecutor(Executor):
         with self._lock:
             if self._fatal is not None:
                 _shm.unlink_all(segments)
+                if isinstance(self._fatal, BackendUnavailable):
+                    raise self._fatal
                 raise RuntimeError("the process executor's dispatcher failed") from self._fatal
             self._pending.append(task)
             if self._dispatcher is None:
@@ -203,7 +219,12 @@ class ProcessExecutor(Executor):
     # -- dispatcher ----------------------------------------------------------------
     def _spawn(self) -> _Worker:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(target=_worker_main, args=(child_conn, self._owner, self._use_shm),
+        inherited: tuple[int, ...] = ()
+        if self._ctx.get_start_method() == "fork":
+            inherited = (parent_conn.fileno(), self._wake_r, self._wake_w,
+                         *(w.conn.fileno() for w in self._workers))
+        process = self._ctx.Process(target=_worker_main,
+                                    args=(child_conn, self._owner, self._use_shm, inherited),
                                     name="weft-process-worker", daemon=True)
         process.start()
         child_conn.close()
@@ -211,7 +232,8 @@ class ProcessExecutor(Executor):
 
     def _dispatch(self) -> None:
         try:
-            self._workers = [self._spawn() for _ in range(self.workers)]
+            for _ in range(self.workers):
+                self._workers.append(self._spawn())
             while True:
                 self._assign()
                 if self._stopping and (self._drained() or not self._workers):
@@ -233,7 +255,8 @@ class ProcessExecutor(Executor):
                 if self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
                     break
         except BaseException as exc:  # a bug here must fail the futures, never hang them
-            log.exception("weft process dispatcher failed")
+            if not isinstance(exc, BackendUnavailable):
+                log.exception("weft process dispatcher failed")
             with self._lock:
                 self._fatal = exc
         finally:
@@ -245,7 +268,7 @@ class ProcessExecutor(Executor):
 
     def _assign(self) -> None:
         for w in self._workers:
-            if w.task is not None:
+            if w.task is not None or not w.ready:
                 continue
             with self._lock:
                 if not self._pending:
@@ -269,6 +292,9 @@ class ProcessExecutor(Executor):
         self._handle_answer(w, message)
 
     def _handle_answer(self, w: _Worker, message: bytes) -> None:
+        if not w.ready:
+            w.ready = message == _READY
+            return
         task = w.task
         w.task = None
         if task is None or int.from_bytes(message[:8], "little") != task.id:
@@ -312,6 +338,13 @@ class ProcessExecutor(Executor):
         self._workers.remove(w)
         task = w.task
         how = _describe_exit(exitcode)
+        if not w.ready:
+            # Retrying a worker that cannot start would loop forever: fail loudly instead.
+            raise BackendUnavailable(
+                f"a worker process {how} before it was ready (see its error output above). "
+                "With the spawn start method each worker imports the main module again: guard the "
+                "script's entry point with `if __name__ == \"__main__\":`, make the function importable, "
+                "or use backend='thread'")
         if task is not None:
             if task.attempts <= self.max_retries and not self._stopping:
                 log.warning("weft: worker %s %s while running %s; retrying on a fresh worker",
@@ -339,7 +372,7 @@ class ProcessExecutor(Executor):
         for task in leftovers:
             _shm.unlink_all(task.segments)
             if not task.future.done():
-                if task.future.cancel():
+                if self._fatal is None and task.future.cancel():
                     continue
                 reason = self._fatal or RuntimeError("the process executor was closed before this task finished")
                 task.future.set_exception(reason)

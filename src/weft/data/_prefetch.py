@@ -1,0 +1,129 @@
+"""Prefetch: one background thread (from weft.exec) runs the upstream stages ahead of
+the consumer, into a queue of at most ``n`` items.
+
+Each queued item carries the upstream state recorded right after it was pulled; the
+prefetch stage's state is the one carried by the item the consumer received last.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any
+
+from weft.data._node import Key, Node
+
+__all__ = ["Prefetch"]
+
+_END = object()
+
+
+class _Failure:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _pump(node: Prefetch, up: Node, q: queue.Queue[Any], stop: threading.Event) -> None:
+    """Pull from ``up`` until the end, an error or ``stop``; put everything into ``q``."""
+    perf = time.perf_counter
+    while not stop.is_set():
+        try:
+            key, value = up.next()
+            message: Any = (key, value, up.state())
+        except StopIteration:
+            message = _END
+        except BaseException as exc:
+            if stop.is_set():
+                return  # upstream was closed under us on purpose
+            message = _Failure(exc)
+        try:
+            q.put_nowait(message)
+        except queue.Full:
+            start = perf()
+            q.put(message)
+            node.wait_down += perf() - start
+        if message is _END or type(message) is _Failure:
+            return
+        del message
+
+
+class Prefetch(Node):
+    kind = "prefetch"
+    delegates_state = True
+
+    def __init__(self, up: Node, n: int) -> None:
+        super().__init__(up)
+        self._n = n
+        self._executor: Any = None
+        self._queue: queue.Queue[Any] | None = None
+        self._stop = threading.Event()
+        self._pump: Future[None] | None = None
+        self._state: Any = None
+
+    def _start(self) -> queue.Queue[Any]:
+        import weft.exec
+
+        if self._executor is None:
+            self._executor = weft.exec.create(
+                "thread", workers=1, reason="prefetch: one background thread fills a bounded queue")
+        self._stop = threading.Event()
+        self._queue = queue.Queue(maxsize=self._n)
+        assert self.up is not None
+        self._pump = self._executor.submit(_pump, self, self.up, self._queue, self._stop)
+        return self._queue
+
+    def next(self) -> tuple[Key, Any]:
+        q = self._queue or self._start()
+        try:
+            message = q.get_nowait()
+        except queue.Empty:
+            start = time.perf_counter()
+            message = q.get()
+            self.wait_up += time.perf_counter() - start
+        if message is _END:
+            self._halt()
+            raise StopIteration
+        if type(message) is _Failure:
+            self._halt()
+            raise message.exc
+        key, value, self._state = message
+        self.items += 1
+        return key, value
+
+    def _halt(self) -> None:
+        """Stop the pump thread (it exits after at most one more item) and wait for it."""
+        self._stop.set()
+        q, pump = self._queue, self._pump
+        if q is not None:
+            while pump is not None and not pump.done():
+                try:
+                    q.get(timeout=0.05)  # make room so a blocked put returns
+                except queue.Empty:
+                    pass
+        self._queue = None
+        self._pump = None
+
+    def state(self) -> Any:
+        return self._state
+
+    def restore(self, state: Any) -> None:
+        self._halt()
+        assert self.up is not None
+        self.up.restore(state)
+        self._state = self.up.state()
+
+    def close(self) -> None:
+        self._stop.set()
+        super().close()  # closing upstream first unblocks a pump waiting on a map's workers
+        self._halt()
+        if self._executor is not None:
+            self._executor.close(cancel=True)
+
+    def _extra_stats(self) -> dict[str, Any]:
+        q = self._queue
+        return {"backend": "thread", "reason": "prefetch: one background thread fills a bounded queue",
+                "extra": {"queued": float(q.qsize() if q is not None else 0), "capacity": float(self._n)}}

@@ -1,0 +1,42 @@
+"""A rich progress bar over a pipeline, ending with the bottleneck verdict."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from weft.data._pipeline import Pipeline
+
+__all__ = ["progress"]
+
+
+def progress(pipe: Pipeline, *, total: int | None = None, description: str = "weft.data",
+             console: Any = None) -> Iterator[Any]:
+    """Yield the pipeline's items while a progress bar shows count, rate and the verdict.
+
+    ``for batch in weft.data.progress(pipe): ...``. Breaking out stops the pipeline.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = console or Console(stderr=True)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]:>9}/s"), TimeElapsedColumn(), TextColumn("{task.fields[hint]}")]
+    iterator = iter(pipe)
+    try:
+        with Progress(*columns, console=console, transient=False) as bar:
+            task = bar.add_task(description, total=total, rate="-", hint="")
+            for n, item in enumerate(iterator, 1):
+                yield item
+                if n % 64 == 0 or n == total:
+                    s = pipe.stats()
+                    rate = s.stages[-1].items_per_second if s.stages else 0.0
+                    bar.update(task, completed=n, rate=f"{rate:,.0f}", hint=s.verdict[:60])
+                else:
+                    bar.update(task, completed=n)
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+    console.print(pipe.stats().verdict)

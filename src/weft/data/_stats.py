@@ -1,0 +1,99 @@
+"""What each stage did, and one sentence naming the bottleneck."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["PipelineStats", "StageStats", "verdict"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageStats:
+    """One stage's counters since the current pass started.
+
+    ``busy_fraction`` is the share of worker capacity spent inside the stage's own
+    function (for a map with workers: summed over workers, divided by
+    ``workers x elapsed``). ``wait_upstream_seconds`` is time the stage sat waiting for
+    its input; ``wait_downstream_seconds`` time it held results nobody asked for yet
+    (a full prefetch queue) or, for a map, time spent waiting on its workers.
+    """
+
+    index: int
+    name: str
+    kind: str
+    items: int
+    items_per_second: float
+    busy_fraction: float
+    wait_upstream_seconds: float
+    wait_downstream_seconds: float
+    elapsed_seconds: float
+    backend: str = "inline"
+    workers: int = 1
+    reason: str = "runs in the thread that pulls from it"
+    skipped: int = 0
+    retried: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def line(self) -> str:
+        text = (f"{self.index}. {self.name:<12} {self.items:>9} items {self.items_per_second:>10.1f}/s "
+                f"busy {self.busy_fraction:>4.0%}  backend {self.backend}")
+        if self.workers > 1:
+            text += f" x{self.workers}"
+        if self.skipped:
+            text += f"  skipped {self.skipped}"
+        return text
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineStats:
+    """Per-stage statistics (source first) plus how long the consumer waited for items."""
+
+    stages: tuple[StageStats, ...]
+    consumer_wait_seconds: float
+    elapsed_seconds: float
+    verdict: str
+
+    @property
+    def consumer_wait_fraction(self) -> float:
+        return min(1.0, self.consumer_wait_seconds / self.elapsed_seconds) if self.elapsed_seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        lines = [s.line() for s in self.stages]
+        lines.append(f"consumer waited {self.consumer_wait_fraction:.0%} of {self.elapsed_seconds:.2f} s")
+        lines.append(self.verdict)
+        return "\n".join(lines)
+
+
+def _advice(stage: StageStats, *, gil: bool, cores: int) -> str:
+    if stage.kind != "map":
+        return "it runs inline: move the work into a .map(..., workers=N)"
+    if stage.backend == "inline" or stage.workers <= 1:
+        return f"give it more workers (workers={max(2, cores)})"
+    if stage.backend.endswith("thread") and gil:
+        return "GIL-bound on threads, try backend='process' or more workers"
+    if stage.workers < cores:
+        return f"try more workers ({stage.workers} now, {cores} cores)"
+    return f"all {cores} cores are busy: make the function cheaper or add machines"
+
+
+def verdict(stages: tuple[StageStats, ...], *, consumer_wait_fraction: float, gil: bool, cores: int) -> str:
+    """A one-line diagnosis: which stage limits throughput, and what to try."""
+    if not stages or stages[-1].items == 0:
+        return "no items yet: nothing to diagnose"
+    if consumer_wait_fraction < 0.10:
+        return (f"the consumer is the bottleneck: it waited for data only {consumer_wait_fraction:.0%} "
+                "of the time, so the pipeline keeps up")
+    working = [s for s in stages if s.kind in ("map", "filter", "batch", "shuffle")]
+    if working:
+        worst = max(working, key=lambda s: s.busy_fraction)
+        if worst.busy_fraction >= 0.5:
+            return (f"stage {worst.index} `{worst.name}` is the bottleneck: busy {worst.busy_fraction:.0%}, "
+                    f"{_advice(worst, gil=gil, cores=cores)}")
+    source = stages[0]
+    first_map = next((s for s in stages if s.kind == "map"), None)
+    if first_map is not None and first_map.wait_upstream_seconds > 0.5 * first_map.elapsed_seconds:
+        return (f"the source `{source.name}` is the bottleneck: stage {first_map.index} `{first_map.name}` "
+                f"waited on its input {first_map.wait_upstream_seconds / first_map.elapsed_seconds:.0%} of the time; "
+                "read in parallel with .map(read, workers=N) or add .prefetch(n)")
+    return (f"no single stage dominates (consumer waited {consumer_wait_fraction:.0%} of the time): "
+            "add .prefetch(n) at the end, or more workers to the busiest map")

@@ -1,0 +1,64 @@
+"""Module-level functions for weft.data tests: process workers import them by name."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+def not_div3(x: int) -> bool:
+    return int(x) % 3 != 0
+
+
+def fail_on_7(x: int) -> int:
+    if x == 7:
+        raise ValueError(f"seven is not allowed (got {x})")
+    return x
+
+
+def jitter(x: int) -> int:
+    """Finishes out of order: later items are sometimes faster."""
+    time.sleep(0.0005 * ((x * 7) % 4))
+    return x
+
+
+def flaky(arg: tuple[str, int]) -> int:
+    """Fails the first two calls for each item (counted in files), then succeeds."""
+    directory, x = arg
+    marker = Path(directory) / f"{x}.count"
+    n = int(marker.read_text()) if marker.exists() else 0
+    marker.write_text(str(n + 1))
+    if n < 2:
+        raise ConnectionError(f"transient failure {n + 1} for item {x}")
+    return x
+
+
+def megabyte(i: int) -> np.ndarray:
+    """A fresh 1 MB item; only one page is touched, so a leak would still grow RSS by 4 KB per item."""
+    a = np.empty(1 << 20, dtype=np.uint8)
+    a[0] = i & 0xFF
+    return a
+
+
+def block_until(path: str) -> str:
+    """Create ``path + '.started'``, then wait (bounded) until ``path`` exists."""
+    Path(path + ".started").touch()
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return path
+
+
+def pid_of(_: object) -> int:
+    return os.getpid()

@@ -1,0 +1,56 @@
+"""One PNG per experiment group: the measured ratio of each claim on each interpreter, its
+spread as an error bar and the claim's threshold as a mark. matplotlib is imported here only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from weft.lab._lab import ExperimentResult, LabReport
+
+__all__ = ["write_charts"]
+
+_COLOURS = {"holds": "#2e7d32", "does not hold": "#c62828", "inconclusive": "#9e9e9e"}
+
+
+def write_charts(report: LabReport, out: Path) -> list[Path]:
+    """Write ``<group>.png`` for every group with at least one measured ratio."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[ExperimentResult]] = {}
+    for r in report.results:
+        if r.verdict is not None:
+            groups.setdefault(r.claim.group, []).append(r)
+    written = []
+    for group, results in sorted(groups.items()):
+        height = 1.2 + 0.45 * len(results)
+        fig, ax = plt.subplots(figsize=(9, height))
+        try:
+            labels = []
+            for y, r in enumerate(results):
+                v = r.verdict
+                assert v is not None
+                finite_high = v.high if v.high != float("inf") else v.ratio * 10
+                ax.barh(y, v.ratio, color=_COLOURS[v.kind], alpha=0.85)
+                ax.errorbar(v.ratio, y, xerr=[[max(0.0, v.ratio - v.low)],
+                                              [max(0.0, finite_high - v.ratio)]],
+                            fmt="none", ecolor="black", capsize=3)
+                ax.plot([v.threshold], [y], marker="|", markersize=18, color="black")
+                labels.append(f"{r.name} [{r.interpreter}]")
+            ax.set_yticks(range(len(results)))
+            ax.set_yticklabels(labels, fontsize=8)
+            ax.invert_yaxis()
+            ax.set_xscale("log")
+            ax.axvline(1.0, color="black", linewidth=0.6, linestyle=":")
+            ax.set_xlabel("baseline / candidate (log scale; | = claimed threshold; "
+                          "green holds, red does not, grey inconclusive)", fontsize=8)
+            ax.set_title(f"weft lab: {group} ({report.mode})")
+            fig.tight_layout()
+            path = out / f"{group}.png"
+            fig.savefig(path, dpi=110)
+            written.append(path)
+        finally:
+            plt.close(fig)
+    return written

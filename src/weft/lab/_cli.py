@@ -1,0 +1,128 @@
+"""``weft lab``: measure common Python performance claims on this machine's interpreters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from weft.lab._context import Mode
+    from weft.lab._interpreters import Interpreter
+    from weft.lab._lab import ExperimentResult, LabConfig, LabReport
+
+__all__ = ["register"]
+
+_STYLE = {"holds": "green", "does not hold": "red", "inconclusive": "yellow",
+          "skipped": "dim", "error": "bold red"}
+
+
+def lab(
+    python: Annotated[list[str] | None, typer.Option(
+        "--python", help="Interpreter to measure (repeatable). Default: this one plus a "
+                         "free-threaded one (WEFT_FT_PYTHON, python3.13t/3.14t on PATH, "
+                         "../shared/tools/ft-python).")] = None,
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", help="Run only this experiment (repeatable); see --list.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Smaller sizes and fewer repeats "
+                                        "(about a minute per interpreter).")] = False,
+    smoke: Annotated[bool, typer.Option("--smoke", help="Tiny sizes for testing the lab "
+                                        "itself; the verdicts mean little.")] = False,
+    out: Annotated[Path, typer.Option("--out", help="Directory for report.md, results.json "
+                                      "and one PNG per group.")] = Path("lab-results"),
+    list_: Annotated[bool, typer.Option("--list", help="List the experiments and exit.")] = False,
+) -> None:
+    """Measure common Python performance claims on your machine and say which hold."""
+    from rich.console import Console
+
+    from weft.errors import ConfigError
+    from weft.lab._lab import LabConfig
+    from weft.lab._registry import available_experiments, claim_of
+
+    console = Console()
+    if list_:
+        for name in available_experiments():
+            console.print(f"[bold]{name}[/] ({claim_of(name).group}): {claim_of(name).text}")
+        return
+    if quick and smoke:
+        raise typer.BadParameter("choose one of --quick and --smoke")
+    mode: Mode = "smoke" if smoke else "quick" if quick else "full"
+    try:
+        config = LabConfig(pythons=tuple(python or ()), only=tuple(only or ()), mode=mode)
+        report = _run(console, config)
+    except ConfigError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(_table(report))
+    paths = _write(report, out)
+    console.print("wrote " + ", ".join(str(p) for p in paths))
+    errors = [r for r in report.results if r.status == "error"]
+    if errors:
+        console.print(f"[bold red]{len(errors)} experiment(s) failed to run:[/] "
+                      + ", ".join(f"{r.name} on {r.interpreter}" for r in errors))
+        raise typer.Exit(1)
+
+
+def _run(console: Console, config: LabConfig) -> LabReport:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from weft.lab._interpreters import discover
+    from weft.lab._lab import plan, run_lab
+
+    measured, derived = plan(config.only)
+    interpreters = discover(config.pythons)
+    for interp in interpreters:
+        console.print(f"interpreter {interp.label} at {interp.path} ({interp.found_by})")
+    total = len(interpreters) * len(measured) + len(derived)
+    with Progress(TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("weft lab", total=total)
+
+        def progress(name: str, interp: Interpreter | None, result: ExperimentResult | None) -> None:
+            if result is None:
+                bar.update(task, description=f"{name} on {interp.label if interp else 'combined'}")
+                return
+            bar.advance(task)
+            style = _STYLE.get(result.outcome, "")
+            detail = result.verdict.describe() if result.verdict else result.reason
+            bar.console.print(f"  {name:<18} {result.interpreter:<16} "
+                              f"[{style}]{result.outcome}[/] {detail}", highlight=False)
+
+        return run_lab(config, progress=progress, interpreters=interpreters)
+
+
+def _table(report: LabReport) -> Table:
+    from rich.table import Table
+
+    table = Table(title=f"weft lab ({report.mode}, {report.elapsed_seconds:.0f} s)",
+                  show_lines=False, header_style="bold")
+    for column in ("experiment", "interpreter", "claim", "expected", "measured", "verdict"):
+        table.add_column(column, overflow="fold")
+    for r in report.results:
+        style = _STYLE.get(r.outcome, "")
+        expected = r.claim.expected
+        if r.verdict is not None and r.verdict.threshold != r.claim.threshold:
+            sign = ">=" if r.claim.direction == "at_least" else "<="
+            expected = f"{r.claim.baseline}/{r.claim.candidate} {sign} {r.verdict.threshold:g}x"
+        table.add_row(r.name, r.interpreter, r.claim.text, expected,
+                      r.verdict.describe() if r.verdict else "-",
+                      f"[{style}]{r.outcome}[/]" + ("" if r.verdict else f": {r.reason}"))
+    return table
+
+
+def _write(report: LabReport, out: Path) -> list[Path]:
+    from weft.lab._chart import write_charts
+    from weft.lab._report import write_json, write_markdown
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [write_markdown(report, out / "report.md"), write_json(report, out / "results.json")]
+    return paths + write_charts(report, out)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("lab")(lab)

@@ -1,0 +1,104 @@
+"""What an experiment's ``measure`` receives inside the lab subprocess: the size mode,
+a pyperf-like timer (warm-ups, interleaved repeats), and places for notes and parameters.
+
+Stdlib only: this module runs on whichever interpreter is under test.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from collections.abc import Callable
+from typing import Literal, NoReturn, TypeVar
+
+__all__ = ["Context", "Mode", "Skip", "usable_cores"]
+
+Mode = Literal["smoke", "quick", "full"]
+T = TypeVar("T")
+
+#: (warm-up runs, timed repeats) per mode.
+_REPEATS: dict[str, tuple[int, int]] = {"smoke": (1, 3), "quick": (1, 7), "full": (2, 21)}
+
+
+class Skip(Exception):
+    """Raised by ``measure`` when the experiment cannot run here; the message says why."""
+
+
+def usable_cores() -> int:
+    """Cores this process may use (affinity-aware); a stdlib copy of weft.runtime's rule."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+class Context:
+    """Sizes, timing and bookkeeping for one experiment run."""
+
+    def __init__(self, mode: Mode) -> None:
+        if mode not in _REPEATS:
+            raise ValueError(f"mode must be one of {sorted(_REPEATS)}, got {mode!r}")
+        self.mode: Mode = mode
+        self.warmups, self.repeats = _REPEATS[mode]
+        self.samples: dict[str, list[float]] = {}
+        self.units: dict[str, str] = {}
+        self.params: dict[str, object] = {}
+        self.notes: list[str] = []
+        self.threshold: float | None = None
+        self.cores = usable_cores()
+
+    def pick(self, *, full: T, quick: T, smoke: T) -> T:
+        """The value for this mode."""
+        return {"full": full, "quick": quick, "smoke": smoke}[self.mode]
+
+    def param(self, name: str, value: object) -> None:
+        """Record a parameter of the measurement (sizes, workers) for the report."""
+        self.params[name] = value
+
+    def note(self, text: str) -> None:
+        """Add a sentence the report shows next to the result."""
+        self.notes.append(text)
+
+    def record(self, variant: str, values: list[float], unit: str = "s") -> None:
+        """Store samples measured some other way (memory peaks, sizes, child timings)."""
+        if not values:
+            raise ValueError(f"variant {variant!r}: no samples")
+        self.samples.setdefault(variant, []).extend(float(v) for v in values)
+        self.units[variant] = unit
+
+    def time(self, variants: dict[str, Callable[[], object]], *, repeats: int | None = None,
+             warmups: int | None = None) -> None:
+        """Time each callable: warm-ups first, then repeats interleaved across variants
+        (A B C A B C ...) so that drift on a shared machine hits every variant alike.
+        The garbage collector is collected before and disabled during each call."""
+        reps = self.repeats if repeats is None else repeats
+        warm = self.warmups if warmups is None else warmups
+        for fn in variants.values():
+            for _ in range(warm):
+                fn()
+        for _ in range(reps):
+            for name, fn in variants.items():
+                self.record(name, [_time_once(fn)])
+
+    def set_threshold(self, value: float, why: str) -> None:
+        """Replace the claim's threshold for this machine (e.g. scaled by the core count)."""
+        if value <= 0:
+            raise ValueError(f"threshold must be > 0, got {value!r}")
+        self.threshold = float(value)
+        self.note(why)
+
+    def skip(self, reason: str) -> NoReturn:
+        raise Skip(reason)
+
+
+def _time_once(fn: Callable[[], object]) -> float:
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+    finally:
+        if enabled:
+            gc.enable()

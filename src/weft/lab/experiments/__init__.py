@@ -1,0 +1,1 @@
+"""One module per experiment; see :mod:`weft.lab._registry` for the contract."""

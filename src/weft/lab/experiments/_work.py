@@ -1,0 +1,64 @@
+"""Workloads shared by several experiments. Module-level so spawned processes can import them."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from weft.lab._context import Context
+
+__all__ = ["array_server", "cpu_chunk", "cpu_work", "gil_enabled", "import_numpy"]
+
+
+def cpu_work(n: int) -> int:
+    """CPU-bound pure Python: holds the GIL for the whole call."""
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+
+
+def cpu_chunk(ctx: Context) -> int:
+    """Iterations per worker for the threads and processes experiments (same in all of them,
+    so that serial timings can be compared across interpreters)."""
+    return ctx.pick(full=1_000_000, quick=250_000, smoke=20_000)
+
+
+def gil_enabled() -> bool:
+    probe = getattr(sys, "_is_gil_enabled", None)
+    return True if probe is None else bool(probe())
+
+
+def import_numpy(ctx: Context) -> Any:
+    """NumPy, or skip the experiment saying it is not installed for this interpreter."""
+    try:
+        import numpy
+    except ImportError:
+        ctx.skip(f"NumPy is not installed for {sys.executable}")
+    return numpy
+
+
+def array_server(requests: Any, replies: Any, n: int, shm_name: str) -> None:
+    """Child side of queue_vs_shm: send one float64 array of ``n`` items per request,
+    either pickled through ``replies`` or written into shared memory ``shm_name``."""
+    from multiprocessing import shared_memory
+
+    import numpy as np
+
+    data = np.arange(n, dtype=np.float64)
+    # Spawned children share the parent's resource tracker, which already owns the segment.
+    shm = shared_memory.SharedMemory(name=shm_name)
+    view: Any = np.ndarray(data.shape, dtype=data.dtype, buffer=shm.buf)
+    try:
+        while True:
+            command = requests.get()
+            if command == "queue":
+                replies.put(data)
+            elif command == "shm":
+                view[:] = data
+                replies.put("ready")
+            else:
+                break
+    finally:
+        del view
+        shm.close()

@@ -1,0 +1,34 @@
+"""Threads vs serial for CPU-bound pure Python on a free-threaded build with the GIL off."""
+
+from __future__ import annotations
+
+import sysconfig
+
+from weft.lab._claim import Claim
+from weft.lab._context import Context
+from weft.lab.experiments._work import cpu_chunk, cpu_work, gil_enabled
+from weft.lab.experiments.threads_gil import run_threads
+
+CLAIM = Claim(
+    name="threads_free", group="parallelism",
+    text="On the free-threaded build, threads make CPU-bound pure Python scale with the cores "
+         "(>= 70% parallel efficiency).",
+    source="PEP 703 and the 3.13/3.14 'free-threaded CPython' announcements and articles",
+    baseline="serial", candidate="threads", threshold=1.4)
+
+
+def measure(ctx: Context) -> None:
+    if not sysconfig.get_config_var("Py_GIL_DISABLED"):
+        ctx.skip("not a free-threaded build (python3.13t or later); pass one with --python")
+    if gil_enabled():
+        ctx.skip("free-threaded build, but the GIL is enabled now (PYTHON_GIL=1 or an "
+                 "extension that re-enabled it)")
+    if ctx.cores < 2:
+        ctx.skip("only one usable core: there is nothing for threads to scale onto")
+    workers = ctx.cores
+    n = cpu_chunk(ctx)
+    ctx.param("workers", workers)
+    ctx.param("iterations_per_worker", n)
+    ctx.set_threshold(0.7 * workers, f"threshold: 70% of {workers} cores = {0.7 * workers:g}x")
+    ctx.time({"serial": lambda: [cpu_work(n) for _ in range(workers)],
+              "threads": lambda: run_threads(n, workers)})

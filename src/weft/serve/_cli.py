@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+import sys
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from weft.serve._server import Server
 
 __all__ = ["register"]
 
 
 def register(app: typer.Typer) -> None:
     app.command(name="serve")(serve)
+
+
+def _announce(server: Server) -> None:
+    stats = server.statistics()
+    typer.echo(f"weft serve: {', '.join(server.models)} on {server.url} "
+               f"(backend {stats.backend}: {stats.backend_reason})")
+    typer.echo(f"weft serve: listening on {server.url}", err=False)
+    sys.stdout.flush()
 
 
 def serve(
@@ -43,7 +55,7 @@ def serve(
                               workers=workers, backend=backend, queue_size=queue_size, timeout_s=timeout_s,
                               token=token, max_body_bytes=int(max_body_mb * 1024 * 1024),
                               drain_timeout_s=drain_timeout_s, log_level="warning")
-        Server(models, config).run()
+        Server(models, config).run(on_ready=_announce)
     except WeftError as exc:
         typer.echo(f"weft serve: {exc}", err=True)
         raise typer.Exit(2) from None

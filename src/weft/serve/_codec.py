@@ -162,6 +162,8 @@ def tensor_from_json(datatype: str, shape: Sequence[int], data: Any, *, name: st
         raise ProtocolError(f"input {name!r}: {raw.size} values do not fit shape {list(shape)} ({count} expected)")
     dtype = DATATYPES[datatype]
     kind = raw.dtype.kind
+    if count and dtype.kind in _INT_KINDS and kind in "fO":
+        return _big_ints(_flatten(data), dtype, datatype, shape, name)  # NumPy guessed float for large ints
     if count and not _kind_fits(kind, dtype.kind):
         raise ProtocolError(f"input {name!r}: values of kind {raw.dtype.name} are not {datatype}")
     if count and dtype.kind in _INT_KINDS:
@@ -171,6 +173,16 @@ def tensor_from_json(datatype: str, shape: Sequence[int], data: Any, *, name: st
             raise ProtocolError(f"input {name!r}: values {low}..{high} are out of range for {datatype}")
     with np.errstate(all="ignore"):  # an FP16 overflow becomes inf, as in any cast
         return raw.astype(dtype, copy=False).reshape(shape)
+
+
+def _big_ints(flat: list[Any], dtype: np.dtype[Any], datatype: str, shape: Sequence[int], name: str) -> np.ndarray:
+    if not all(type(x) is int for x in flat):
+        raise ProtocolError(f"input {name!r}: {datatype} data must be integers")
+    info = np.iinfo(dtype)
+    low, high = min(flat), max(flat)
+    if low < info.min or high > info.max:
+        raise ProtocolError(f"input {name!r}: values {low}..{high} are out of range for {datatype}")
+    return np.array(flat, dtype=dtype).reshape(shape)
 
 
 def _kind_fits(kind: str, target: str) -> bool:

@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -122,6 +122,7 @@ class Server:
         self._url: str | None = None
         self._backend = ("?", "not started")
         self._drain_task: asyncio.Task[None] | None = None
+        self._on_ready: Callable[[Server], None] | None = None
 
     # -- public --------------------------------------------------------------------
     @property
@@ -130,8 +131,12 @@ class Server:
             raise ServeError("the server has not started")
         return self._url
 
-    def run(self) -> None:
-        """Serve in the foreground until SIGTERM/SIGINT, then drain and return."""
+    def run(self, on_ready: Callable[[Server], None] | None = None) -> None:
+        """Serve in the foreground until SIGTERM/SIGINT, then drain and return.
+
+        ``on_ready(server)`` is called once the models are loaded and the port is open.
+        """
+        self._on_ready = on_ready
         _run_loop(self._main(handle_signals=True))
 
     def start(self) -> str:
@@ -154,6 +159,11 @@ class Server:
                 loop.call_soon_threadsafe(self._begin_drain)
         if thread is not None:
             thread.join(timeout)
+
+    @property
+    def models(self) -> list[str]:
+        """The served model names (after start)."""
+        return [] if self._state is None else list(self._state.models)
 
     def statistics(self) -> ServerStatistics:
         state = self._state
@@ -234,6 +244,8 @@ class Server:
                 await asyncio.sleep(0.005)
             state.ready = server.started
             self._started.set()
+            if self._on_ready is not None and state.ready:
+                self._on_ready(self)
             log.info("weft serve: %s on %s (backend %s)", ", ".join(served), self._url, self._backend[0])
             await serving
             sock.close()

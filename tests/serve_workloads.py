@@ -1,0 +1,95 @@
+"""Models for the serve tests (module-level, so process workers and subprocess servers import them)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from weft.serve import TensorSpec
+
+
+class Doubler:
+    """y = 2 x for FP32 rows of any width; releases the GIL enough for threads."""
+
+    name = "doubler"
+    inputs = (TensorSpec("x", "FP32", [-1, -1]),)
+    outputs = (TensorSpec("y", "FP32", [-1, -1]), TensorSpec("rows", "INT64", [-1]))
+    releases_gil = True
+
+    def load(self) -> None:
+        self.loaded_pid = os.getpid()
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = inputs["x"]
+        return {"y": x * np.float32(2), "rows": np.full(x.shape[0], x.shape[0], dtype=np.int64)}
+
+
+def echo(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Returns every input as an output of the same name (any datatype, any shape)."""
+    return dict(inputs)
+
+
+class Gate:
+    """Blocks every batch until ``open()`` (in-process) or until the file named by
+    $WEFT_TEST_GATE exists (subprocess servers); records the batches it saw."""
+
+    name = "gate"
+    inputs = (TensorSpec("x", "FP32", [-1, 4]),)
+    outputs = (TensorSpec("y", "FP32", [-1, 4]),)
+    releases_gil = True
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.entered = threading.Event()
+        self.batches: list[np.ndarray] = []
+
+    def open(self) -> None:
+        self._event.set()
+
+    def load(self) -> None:
+        pass
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.entered.set()
+        gate_file = os.environ.get("WEFT_TEST_GATE")
+        if gate_file:
+            while not os.path.exists(gate_file):  # a subprocess server has no event to wait on
+                time.sleep(0.005)
+        else:
+            assert self._event.wait(60), "the test never opened the gate"
+        self.batches.append(inputs["x"].copy())
+        return {"y": inputs["x"] + np.float32(1)}
+
+
+class Broken:
+    """Raises on every batch (the server must answer 500 and keep serving)."""
+
+    name = "broken"
+    inputs = (TensorSpec("x", "FP32", [-1, 2]),)
+    outputs = (TensorSpec("y", "FP32", [-1, 2]),)
+
+    def load(self) -> None:
+        pass
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+        raise RuntimeError("this model always fails")
+
+
+class HoldsGil:
+    """A pure-Python model (holds the GIL): backend='auto' picks processes on a GIL build."""
+
+    name = "pyloop"
+    inputs = (TensorSpec("x", "INT64", [-1, 3]),)
+    outputs = (TensorSpec("pid", "INT64", [-1]), TensorSpec("total", "INT64", [-1]))
+
+    def load(self) -> None:
+        pass
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = inputs["x"].tolist()
+        totals = [sum(r) for r in rows]
+        return {"pid": np.full(len(rows), os.getpid(), dtype=np.int64), "total": np.array(totals, dtype=np.int64)}

@@ -18,9 +18,10 @@ _ALPHABET = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+
 
 
 def z85encode(data: bytes) -> bytes:
-    """Z85 as in ZeroMQ RFC 32 (input padded with zero bytes to a multiple of 4, like
-    ``base64.z85encode`` on 3.13+)."""
-    padded = data + b"\0" * (-len(data) % 4)
+    """Z85 as in ZeroMQ RFC 32; like ``base64.z85encode`` (3.13+), input of any length is
+    padded with zero bytes to a multiple of 4 and as many characters are dropped at the end."""
+    pad = -len(data) % 4
+    padded = data + b"\0" * pad
     out = bytearray()
     for i in range(0, len(padded), 4):
         value = int.from_bytes(padded[i:i + 4], "big")
@@ -29,7 +30,7 @@ def z85encode(data: bytes) -> bytes:
             value, digit = divmod(value, 85)
             chunk[j] = _ALPHABET[digit]
         out += chunk
-    return bytes(out)
+    return bytes(out[:len(out) - pad])
 
 
 def measure(ctx: Context) -> None:

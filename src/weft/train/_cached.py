@@ -71,7 +71,7 @@ def _feed(h: Any, value: object, opaque: list[object]) -> None:
         data = bytes(value)
         h.update(b"b" + str(len(data)).encode() + b":" + data)
     elif isinstance(value, np.ndarray | np.generic):
-        array = np.ascontiguousarray(value)
+        array = np.asarray(value, order="C")
         if array.dtype.hasobject:
             raise ConfigError("cached: object arrays cannot be keyed by content; pass numeric arrays "
                               "or give cached(key=...) a function returning a plain key")

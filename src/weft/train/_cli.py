@@ -83,7 +83,7 @@ def list_runs(db: DbOption = None,
         return
     table = Table(title=f"runs in {_db_path(db)}", header_style="bold")
     for column in ("id", "name", "status", "started", "duration", "params", "last metrics"):
-        table.add_column(column, no_wrap=column in ("id", "started"))
+        table.add_column(column, no_wrap=column in ("id", "name", "started"))
     for r in runs:
         table.add_row(r.id, r.name, r.status, _when(r.created), _duration(r), _short(r.params), _short(r.summary))
     Console().print(table)

@@ -46,11 +46,11 @@ TensorLike = Any
 def _tag_and_array(name: str, value: TensorLike) -> tuple[str, np.ndarray]:
     if isinstance(value, tuple):
         tag, array = value
-        return tag, np.ascontiguousarray(array)
+        return tag, np.asarray(array, order="C")
     if not isinstance(value, np.ndarray | np.generic):
         raise ConfigError(f"tensor {name!r} is a {type(value).__name__}; pass NumPy arrays "
                           "(torch tensors are converted by weft.train.Checkpoints)")
-    array = np.ascontiguousarray(value)
+    array = np.asarray(value, order="C")
     le = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
     tag = _FROM_NUMPY.get(np.dtype(le).str)
     if tag is None:

@@ -1,0 +1,165 @@
+"""Checkpoints: retention, restore, integrity, background saves, torch interop."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+import weft.train as wt
+from train_workloads import check_state, state_for
+from weft.errors import CheckpointError, ConfigError
+
+
+def test_save_restore_latest_list_and_metadata(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ckpt = wt.Checkpoints(tmp_path, keep_last=3)
+    assert ckpt.latest() is None and ckpt.list() == []
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        ckpt.restore()
+    for step in range(5):
+        info = ckpt.save(step, state_for(step), metrics={"loss": 1.0 / (step + 1)}, config={"lr": 0.1})
+        assert isinstance(info, wt.CheckpointInfo) and info.step == step
+    assert [i.step for i in ckpt.list()] == [2, 3, 4]
+    latest = ckpt.latest()
+    assert latest is not None and latest.step == 4
+    restored = ckpt.restore()
+    assert restored.step == 4 and restored.metrics == {"loss": 0.2} and restored.config == {"lr": 0.1}
+    check_state(4, restored.tensors)
+    check_state(2, ckpt.restore(step=2).tensors)
+    with pytest.raises(CheckpointError, match="no checkpoint for step 0"):
+        ckpt.restore(step=0)
+    files = sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".safetensors")
+    assert len(files) == 3, "retention deletes the files it dropped"
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert all(len(e["sha256"]) == 64 for e in manifest["checkpoints"])
+    s = ckpt.statistics()
+    assert s.saves == 5 and s.restores == 2 and s.removed == 2 and s.pending == 0
+
+
+def test_keep_best_by_metric(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ckpt = wt.Checkpoints(tmp_path, keep_last=1, keep_best=2, metric="acc", mode="max")
+    accs = [0.1, 0.9, 0.3, 0.8, 0.2, 0.5]
+    for step, acc in enumerate(accs):
+        ckpt.save(step, {"x": np.array([step])}, metrics={"acc": acc})
+    assert [i.step for i in ckpt.list()] == [1, 3, 5]
+    best = ckpt.best()
+    assert best is not None and best.step == 1
+
+
+def test_saving_a_step_again_replaces_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ckpt = wt.Checkpoints(tmp_path, keep_last=None)
+    ckpt.save(1, {"x": np.array([1])})
+    ckpt.save(1, {"x": np.array([2])})
+    assert [i.step for i in ckpt.list()] == [1]
+    assert ckpt.restore().tensors["x"][0] == 2
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+
+
+def test_corrupted_and_truncated_files_are_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ckpt = wt.Checkpoints(tmp_path, keep_last=None)
+    for step in range(3):
+        ckpt.save(step, state_for(step))
+    infos = ckpt.list()
+    corrupted, truncated = infos[2].path, infos[1].path
+    data = bytearray(corrupted.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit in the middle of the data
+    corrupted.write_bytes(bytes(data))
+    with open(truncated, "r+b") as f:
+        f.truncate(truncated.stat().st_size - 100)
+    with pytest.raises(CheckpointError, match=corrupted.name) as info:
+        ckpt.restore()
+    assert "sha256" in str(info.value)
+    with pytest.raises(CheckpointError, match=truncated.name):
+        ckpt.restore(step=1)
+    check_state(0, ckpt.restore(step=0).tensors)  # the others still load
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"manifest\.json"):
+        ckpt.restore()
+
+
+def test_missing_file_is_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ckpt = wt.Checkpoints(tmp_path)
+    info = ckpt.save(0, {"x": np.zeros(3)})
+    assert isinstance(info, wt.CheckpointInfo)
+    info.path.unlink()
+    with pytest.raises(CheckpointError, match=info.path.name):
+        ckpt.restore()
+
+
+def test_background_saves_copy_then_write_in_order(tmp_path, no_leaks: None) -> None:  # type: ignore[no-untyped-def]
+    with wt.Checkpoints(tmp_path, keep_last=None, background=True) as ckpt:
+        state = {"w": np.zeros(1000, np.float32)}
+        futures = []
+        for step in range(5):
+            state["w"][:] = step
+            futures.append(ckpt.save(step, state))
+            state["w"][:] = -1  # mutating after save() returns must not reach the file
+        ckpt.wait()
+        assert all(f.done() for f in futures)  # type: ignore[union-attr]
+        for step in range(5):
+            np.testing.assert_array_equal(ckpt.restore(step=step).tensors["w"], np.full(1000, step, np.float32))
+        assert ckpt.statistics().saves == 5 and ckpt.statistics().pending == 0
+    assert not any(t.name.startswith("weft-") for t in threading.enumerate() if t.is_alive())
+
+
+def test_background_failure_is_raised_by_wait(tmp_path, no_leaks: None) -> None:  # type: ignore[no-untyped-def]
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    ckpt = wt.Checkpoints(blocker / "sub", background=True)
+    try:
+        ckpt.save(0, {"x": np.zeros(2)})
+        with pytest.raises(CheckpointError, match="background checkpoint save"):
+            ckpt.wait()
+    finally:
+        ckpt.close()
+
+
+def test_garbage_from_a_killed_save_is_removed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ckpt = wt.Checkpoints(tmp_path, keep_last=None)
+    ckpt.save(0, {"x": np.zeros(2)})
+    orphan = tmp_path / "step-0000000001-deadbeef.safetensors"
+    orphan.write_bytes(b"half written")
+    tmp = tmp_path / ".weft-tmp-step-0000000002-cafe.safetensors.999999999.1"
+    tmp.write_bytes(b"partial")
+    import os
+    import time
+
+    old = time.time() - 60
+    os.utime(orphan, (old, old))
+    fresh = wt.Checkpoints(tmp_path, keep_last=None)
+    assert [i.step for i in fresh.list()] == [0], "files not in the manifest are never listed"
+    fresh.save(3, {"x": np.ones(2)})
+    assert not orphan.exists() and not tmp.exists()
+
+
+def test_bad_arguments(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError):
+        wt.Checkpoints(tmp_path, keep_last=0)
+    with pytest.raises(ConfigError, match="metric"):
+        wt.Checkpoints(tmp_path, keep_best=2)
+    ckpt = wt.Checkpoints(tmp_path)
+    with pytest.raises(ConfigError, match="step"):
+        ckpt.save(-1, {"x": np.zeros(1)})
+    with pytest.raises(ConfigError, match="'x'"):
+        ckpt.save(0, {"x": [1, 2, 3]})
+    with pytest.raises(ConfigError, match="JSON"):
+        ckpt.save(0, {"x": np.zeros(1)}, config={"f": object()})
+
+
+def test_torch_tensors_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    torch = pytest.importorskip("torch", reason="torch is not installed on this interpreter")
+    ckpt = wt.Checkpoints(tmp_path)
+    state = {"w": torch.randn(4, 3), "half": torch.ones(2, dtype=torch.bfloat16) * 1.5,
+             "n": torch.arange(5)}
+    ckpt.save(7, state)
+    back = ckpt.restore(framework="torch").tensors
+    for k, v in state.items():
+        assert back[k].dtype == v.dtype
+        assert torch.equal(back[k], v)
+    with pytest.raises(ConfigError, match="bfloat16"):
+        ckpt.restore()
+    st_torch = pytest.importorskip("safetensors.torch", reason="the safetensors package is not installed here")
+    theirs = st_torch.load_file(str(ckpt.latest().path))  # type: ignore[union-attr]
+    assert torch.equal(theirs["half"], state["half"])

@@ -1,0 +1,88 @@
+"""`weft runs list | show | compare | plot` against a real database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import weft.train as wt
+from weft.train._cli import register
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    path = tmp_path / "weft.db"
+    tracker = wt.Tracker(path)
+    for name, lr in (("small-lr", 0.01), ("big-lr", 0.1)):
+        with tracker.start_run(name, params={"lr": lr}) as run:
+            for step in range(30):
+                run.log({"loss": lr * 10 / (step + 1), "acc": step / 30})
+    tracker.close()
+    return str(path)
+
+
+@pytest.fixture
+def app() -> typer.Typer:
+    root = typer.Typer()
+
+    @root.callback()
+    def _root() -> None:
+        """root"""
+
+    register(root)
+    return root
+
+
+def test_list_show_compare(app: typer.Typer, db: str) -> None:
+    runner = CliRunner(env={"COLUMNS": "200"})
+    out = runner.invoke(app, ["runs", "list", "--db", db])
+    assert out.exit_code == 0, out.output
+    assert "small-lr" in out.output and "big-lr" in out.output
+    out = runner.invoke(app, ["runs", "show", "big-lr", "--db", db])
+    assert out.exit_code == 0, out.output
+    assert "param lr" in out.output and "loss" in out.output and "30" in out.output
+    out = runner.invoke(app, ["runs", "compare", "small-lr", "big-lr", "--db", db])
+    assert out.exit_code == 0, out.output
+    assert "0.01" in out.output and "0.1" in out.output and "loss (last)" in out.output
+    out = runner.invoke(app, ["runs", "list", "--json"], env={"WEFT_DB": db})
+    assert out.exit_code == 0 and '"name": "small-lr"' in out.output
+
+
+def test_plot_writes_a_png(app: typer.Typer, db: str, tmp_path: Path) -> None:
+    target = tmp_path / "plots" / "loss.png"
+    out = CliRunner().invoke(app, ["runs", "plot", "small-lr", "big-lr", "--metric", "loss", "-o", str(target),
+                                   "--db", db])
+    assert out.exit_code == 0, out.output
+    data = target.read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    assert len(data) > 5_000, "a real plot, not an empty image"
+    import struct
+
+    width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk
+    assert (width, height) == (700, 400)
+
+
+def test_errors_are_clear(app: typer.Typer, db: str, tmp_path: Path) -> None:
+    runner = CliRunner(env={"COLUMNS": "200"})
+    out = runner.invoke(app, ["runs", "show", "nothing", "--db", db])
+    assert out.exit_code == 1 and "no run 'nothing'" in out.output
+    out = runner.invoke(app, ["runs", "plot", "big-lr", "--metric", "nope", "-o", str(tmp_path / "x.png"),
+                              "--db", db])
+    assert out.exit_code == 1 and "no metric 'nope'" in out.output
+    out = runner.invoke(app, ["runs", "list", "--db", str(tmp_path / "absent.db")])
+    assert out.exit_code == 2 and "no tracker database" in out.output
+
+
+def test_weft_command_has_runs(db: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "weft", "runs", "list", "--db", db], capture_output=True,
+                            text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "small-lr" in result.stdout

@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from weft.errors import ProtocolError
-from weft.serve import DATATYPES, RequestedOutput, decode_request, decode_response, encode_request, encode_response
+from weft.serve import (
+    DATATYPES,
+    RequestedOutput,
+    decode_request,
+    decode_response,
+    encode_request,
+    encode_response,
+)
 from weft.serve._codec import tensor_from_bytes, tensor_to_bytes
 
 NUMERIC = [d for d in DATATYPES if d != "BYTES"]

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from weft.serve._app import HTTPError, error_body
+# FastAPI resolves endpoint annotations from this module's globals, so these imports are
+# module-level; this module is only imported when a server starts.
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from weft.serve._app import HTTPError, _header_length, error_body
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-
     from weft.serve._app import App
 
 __all__ = ["build_fastapi"]
@@ -58,13 +63,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def build_fastapi(app: App) -> FastAPI:
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
-    from weft.serve._app import _header_length
-
     api = FastAPI(title="weft serve", version=app.state.server_version,
                   description="Open Inference Protocol (V2) REST with the binary tensor data extension.")
     state = app.state

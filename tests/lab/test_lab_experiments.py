@@ -36,7 +36,7 @@ def _expected_skip(name: str) -> str | None:
 
 
 def test_the_required_experiments_exist() -> None:
-    required = {"threads_gil", "threads_free", "ft_single_thread", "processes", "jit", "listcomp",
+    required = {"threads_gil", "threads_free", "ft_single_thread", "processes", "threads_vs_processes", "jit", "listcomp",
                 "local_lookup", "from_import", "numpy_sum", "broadcasting", "generator_memory",
                 "lru_cache", "numba_njit", "numba_parallel", "inplace", "queue_vs_shm",
                 "async_waits", "mmap_load", "z85", "membership"}

@@ -33,7 +33,10 @@ def write_charts(report: LabReport, out: Path) -> list[Path]:
                 v = r.verdict
                 assert v is not None
                 finite_high = v.high if v.high != float("inf") else v.ratio * 10
-                ax.barh(y, v.ratio, color=_COLOURS[v.kind], alpha=0.85)
+                # Bars start at 1.0 (no effect), so their direction shows which variant won.
+                ax.barh(y, v.ratio - 1.0, left=1.0, color=_COLOURS[v.kind], alpha=0.85)
+                ax.annotate(v.describe(), (max(v.ratio, 1.0), y), xytext=(4, 0),
+                            textcoords="offset points", va="center", fontsize=7)
                 ax.errorbar(v.ratio, y, xerr=[[max(0.0, v.ratio - v.low)],
                                               [max(0.0, finite_high - v.ratio)]],
                             fmt="none", ecolor="black", capsize=3)
@@ -43,7 +46,7 @@ def write_charts(report: LabReport, out: Path) -> list[Path]:
             ax.set_yticklabels(labels, fontsize=8)
             ax.invert_yaxis()
             ax.set_xscale("log")
-            ax.axvline(1.0, color="black", linewidth=0.6, linestyle=":")
+            ax.axvline(1.0, color="black", linewidth=0.8)
             ax.set_xlabel("baseline / candidate (log scale; | = claimed threshold; "
                           "green holds, red does not, grey inconclusive)", fontsize=8)
             ax.set_title(f"weft lab: {group} ({report.mode})")

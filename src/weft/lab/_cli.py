@@ -38,6 +38,7 @@ def lab(
 ) -> None:
     """Measure common Python performance claims on your machine and say which hold."""
     from rich.console import Console
+    from rich.markup import escape
 
     from weft.errors import ConfigError
     from weft.lab._lab import LabConfig
@@ -46,7 +47,7 @@ def lab(
     console = Console()
     if list_:
         for name in available_experiments():
-            console.print(f"[bold]{name}[/] ({claim_of(name).group}): {claim_of(name).text}")
+            console.print(f"[bold]{name}[/] ({claim_of(name).group}): {escape(claim_of(name).text)}")
         return
     if quick and smoke:
         raise typer.BadParameter("choose one of --quick and --smoke")
@@ -55,9 +56,11 @@ def lab(
         config = LabConfig(pythons=tuple(python or ()), only=tuple(only or ()), mode=mode)
         report = _run(console, config)
     except ConfigError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from exc
     console.print(_table(report))
+    for line in _not_measured(report):
+        console.print(line, highlight=False)
     paths = _write(report, out)
     console.print("wrote " + ", ".join(str(p) for p in paths))
     errors = [r for r in report.results if r.status == "error"]
@@ -68,6 +71,7 @@ def lab(
 
 
 def _run(console: Console, config: LabConfig) -> LabReport:
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from weft.lab._interpreters import discover
@@ -90,29 +94,51 @@ def _run(console: Console, config: LabConfig) -> LabReport:
             bar.advance(task)
             style = _STYLE.get(result.outcome, "")
             detail = result.verdict.describe() if result.verdict else result.reason
-            bar.console.print(f"  {name:<18} {result.interpreter:<16} "
-                              f"[{style}]{result.outcome}[/] {detail}", highlight=False)
+            bar.console.print(f"  {name:<18} {escape(result.interpreter):<16} "
+                              f"[{style}]{result.outcome}[/] {escape(detail)}", highlight=False)
 
         return run_lab(config, progress=progress, interpreters=interpreters)
 
 
 def _table(report: LabReport) -> Table:
+    """One row per experiment, one column per interpreter: the ratio and the verdict."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"weft lab ({report.mode}, {report.elapsed_seconds:.0f} s)",
-                  show_lines=False, header_style="bold")
-    for column in ("experiment", "interpreter", "claim", "expected", "measured", "verdict"):
-        table.add_column(column, overflow="fold")
+    table = Table(title=f"weft lab ({report.mode}, {report.elapsed_seconds:.0f} s): "
+                        "baseline/candidate, median (interquartile spread)",
+                  header_style="bold")
+    table.add_column("experiment", no_wrap=True)
+    table.add_column("expected")
+    labels = [i.label for i in report.interpreters]
+    for label in labels:
+        table.add_column(label)
+    rows: dict[str, dict[str, str]] = {}
+    expected: dict[str, str] = {}
     for r in report.results:
         style = _STYLE.get(r.outcome, "")
-        expected = r.claim.expected
-        if r.verdict is not None and r.verdict.threshold != r.claim.threshold:
-            sign = ">=" if r.claim.direction == "at_least" else "<="
-            expected = f"{r.claim.baseline}/{r.claim.candidate} {sign} {r.verdict.threshold:g}x"
-        table.add_row(r.name, r.interpreter, r.claim.text, expected,
-                      r.verdict.describe() if r.verdict else "-",
-                      f"[{style}]{r.outcome}[/]" + ("" if r.verdict else f": {r.reason}"))
+        if r.verdict is not None:
+            cell = f"{r.verdict.describe()} [{style}]{r.outcome}[/]"
+            if r.verdict.threshold != r.claim.threshold:
+                cell += f" (threshold {r.verdict.threshold:g}x)"
+        else:
+            cell = f"[{style}]{r.status}[/]"
+        parts = r.interpreter.split(" vs ")
+        column = parts[-1] if parts[-1] in labels else (labels[0] if labels else r.interpreter)
+        if len(parts) > 1:
+            cell = f"vs {escape(parts[0])}: {cell}"
+        rows.setdefault(r.name, {})[column] = cell
+        expected[r.name] = r.claim.expected
+    for name, cells in rows.items():
+        table.add_row(name, escape(expected[name]), *(cells.get(label, "") for label in labels))
     return table
+
+
+def _not_measured(report: LabReport) -> list[str]:
+    from rich.markup import escape
+
+    return [f"  [dim]{r.status}[/] {r.name} on {escape(r.interpreter)}: {escape(r.reason)}"
+            for r in report.results if r.verdict is None]
 
 
 def _write(report: LabReport, out: Path) -> list[Path]:

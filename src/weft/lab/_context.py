@@ -18,7 +18,7 @@ Mode = Literal["smoke", "quick", "full"]
 T = TypeVar("T")
 
 #: (warm-up runs, timed repeats) per mode.
-_REPEATS: dict[str, tuple[int, int]] = {"smoke": (1, 3), "quick": (1, 7), "full": (2, 21)}
+_REPEATS: dict[str, tuple[int, int]] = {"smoke": (1, 3), "quick": (1, 11), "full": (2, 21)}
 
 
 class Skip(Exception):

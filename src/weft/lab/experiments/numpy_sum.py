@@ -25,7 +25,7 @@ def python_loop(values: list[float]) -> float:
 
 def measure(ctx: Context) -> None:
     np = import_numpy(ctx)
-    n = ctx.pick(full=10_000_000, quick=2_000_000, smoke=50_000)
+    n = ctx.pick(full=10_000_000, quick=10_000_000, smoke=50_000)
     ctx.param("items", n)
     array: Any = np.random.default_rng(0).random(n)
     values = array.tolist()

@@ -107,3 +107,22 @@ def test_report_from_synthetic_results(tmp_path: Path) -> None:
     paths = write_charts(report, tmp_path)
     assert [p.name for p in paths] == ["python.png"]  # skipped results have no ratio to draw
     assert all(p.read_bytes().startswith(PNG) for p in paths)
+
+
+def test_pivot_keeps_one_row_per_interpreter_pair() -> None:
+    from weft.lab._interpreters import Interpreter
+    from weft.lab._report import pivot
+
+    interps = tuple(Interpreter(path=f"/py{v}", version=v.rstrip("t"), free_threaded=v.endswith("t"),
+                                found_by="--python") for v in ("3.11.7", "3.13.0", "3.13.1t"))
+    results = (_result("z85", [4.0], [3.0], "3.11.7"), _result("z85", [4.0], [3.0], "3.13.1t"),
+               _result("ft_single_thread", [1.0], [1.3], "3.11.7 vs 3.13.1t"),
+               _result("ft_single_thread", [1.0], [1.05], "3.13.0 vs 3.13.1t"))
+    report = LabReport(mode="quick", interpreters=interps, results=results, elapsed_seconds=1.0)
+    labels, rows = pivot(report)
+    assert labels == ["3.11.7", "3.13.0", "3.13.1t"]
+    assert [(name, sorted(cells)) for name, cells in rows] == [
+        ("z85", ["3.11.7", "3.13.1t"]), ("ft_single_thread", ["3.13.1t"]),
+        ("ft_single_thread", ["3.13.1t"])]
+    text = markdown(report)
+    assert "vs 3.11.7: 0.77x does not hold" in text and "vs 3.13.0: 0.95x holds" in text

@@ -105,32 +105,34 @@ def _table(report: LabReport) -> Table:
     from rich.markup import escape
     from rich.table import Table
 
+    from weft.lab._report import pivot
+
     table = Table(title=f"weft lab ({report.mode}, {report.elapsed_seconds:.0f} s): "
                         "baseline/candidate, median (interquartile spread)",
                   header_style="bold")
     table.add_column("experiment", no_wrap=True)
     table.add_column("expected")
-    labels = [i.label for i in report.interpreters]
+    labels, rows = pivot(report)
     for label in labels:
         table.add_column(label)
-    rows: dict[str, dict[str, str]] = {}
-    expected: dict[str, str] = {}
-    for r in report.results:
-        style = _STYLE.get(r.outcome, "")
-        if r.verdict is not None:
-            cell = f"{r.verdict.describe()} [{style}]{r.outcome}[/]"
+    for name, cells in rows:
+        rendered = []
+        for label in labels:
+            r = cells.get(label)
+            if r is None:
+                rendered.append("")
+                continue
+            style = _STYLE.get(r.outcome, "")
+            prefix = f"vs {escape(r.interpreter.split(' vs ')[0])}: " if " vs " in r.interpreter else ""
+            if r.verdict is None:
+                rendered.append(f"{prefix}[{style}]{r.status}[/]")
+                continue
+            cell = f"{prefix}{r.verdict.describe()} [{style}]{r.outcome}[/]"
             if r.verdict.threshold != r.claim.threshold:
                 cell += f" (threshold {r.verdict.threshold:g}x)"
-        else:
-            cell = f"[{style}]{r.status}[/]"
-        parts = r.interpreter.split(" vs ")
-        column = parts[-1] if parts[-1] in labels else (labels[0] if labels else r.interpreter)
-        if len(parts) > 1:
-            cell = f"vs {escape(parts[0])}: {cell}"
-        rows.setdefault(r.name, {})[column] = cell
-        expected[r.name] = r.claim.expected
-    for name, cells in rows.items():
-        table.add_row(name, escape(expected[name]), *(cells.get(label, "") for label in labels))
+            rendered.append(cell)
+        first = next(iter(cells.values()))
+        table.add_row(name, escape(first.claim.expected), *rendered)
     return table
 
 

@@ -7,7 +7,21 @@ from pathlib import Path
 
 from weft.lab._lab import ExperimentResult, LabReport
 
-__all__ = ["markdown", "measured_text", "write_json", "write_markdown"]
+__all__ = ["markdown", "measured_text", "pivot", "write_json", "write_markdown"]
+
+
+def pivot(report: LabReport) -> tuple[list[str], list[tuple[str, dict[str, ExperimentResult]]]]:
+    """(interpreter labels, rows): one row per experiment, its results keyed by interpreter.
+    A result derived from two interpreters ("A vs B") sits in B's column, one row per A."""
+    labels = [i.label for i in report.interpreters]
+    rows: dict[tuple[str, str], dict[str, ExperimentResult]] = {}
+    for r in report.results:
+        parts = r.interpreter.split(" vs ")
+        column = parts[-1] if parts[-1] in labels or not labels else labels[0]
+        if column not in labels:
+            labels.append(column)
+        rows.setdefault((r.name, parts[0] if len(parts) > 1 else ""), {})[column] = r
+    return labels, [(name, cells) for (name, _), cells in rows.items()]
 
 
 def measured_text(result: ExperimentResult) -> str:
@@ -34,13 +48,18 @@ def markdown(report: LabReport) -> str:
               "is faster or smaller), with the interquartile spread in brackets. A claim "
               "holds when the whole spread is on its side of the threshold, does not hold "
               "when it is wholly on the other side, and is inconclusive otherwise.", ""]
+    labels, rows = pivot(report)
+    lines += ["| experiment | expected | " + " | ".join(labels) + " |",
+              "|---|---|" + "---|" * len(labels)]
+    for name, cells in rows:
+        first = next(iter(cells.values()))
+        lines.append(f"| `{name}` | {_cell(_expected(first))} | " + " | ".join(
+            _cell(_short(cells[label])) if label in cells else "" for label in labels) + " |")
+    lines += ["", "## Every result", ""]
     lines += ["| experiment | interpreter | claim | expected | measured | verdict |",
               "|---|---|---|---|---|---|"]
     for r in report.results:
-        expected = r.claim.expected
-        if r.verdict is not None and r.verdict.threshold != r.claim.threshold:
-            sign = ">=" if r.claim.direction == "at_least" else "<="
-            expected = f"{r.claim.baseline}/{r.claim.candidate} {sign} {r.verdict.threshold:g}x"
+        expected = _expected(r)
         lines.append("| " + " | ".join(_cell(c) for c in (
             f"`{r.name}`", r.interpreter, r.claim.text, expected,
             r.verdict.describe() if r.verdict else "-",
@@ -71,6 +90,21 @@ def markdown(report: LabReport) -> str:
             lines.append(f"- {r.status}: {r.reason}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _expected(r: ExperimentResult) -> str:
+    """The claim's expectation, with the threshold actually used on that machine."""
+    if r.verdict is not None and r.verdict.threshold != r.claim.threshold:
+        sign = ">=" if r.claim.direction == "at_least" else "<="
+        return f"{r.claim.baseline}/{r.claim.candidate} {sign} {r.verdict.threshold:g}x"
+    return r.claim.expected
+
+
+def _short(r: ExperimentResult) -> str:
+    prefix = f"vs {r.interpreter.split(' vs ')[0]}: " if " vs " in r.interpreter else ""
+    if r.verdict is None:
+        return prefix + r.status
+    return f"{prefix}{r.verdict.describe()} {r.outcome}"
 
 
 def _quantity(value: float, unit: str) -> str:

@@ -1,0 +1,254 @@
+"""Load benchmark: weft.data against a serial loop, torch DataLoader, SPDL, Grain and torchdata.nodes.
+
+One run, the same data, the same per-item functions (``workloads.py``) for every contender;
+each configuration runs in its own fresh process so that the peak RSS and the CPU seconds of
+its whole process tree are its own (``harness.py``). Peers live in their own virtual
+environments under ``benchmarks/.envs`` (created here, idempotently: ``envs.py``); weft runs
+in the repository's ``.venv`` (GIL) and ``.venv-ft`` (free-threaded 3.13t, GIL off).
+
+    python benchmarks/load/run.py --quick                 # < 5 minutes, all contenders
+    python benchmarks/load/run.py --workloads text --python ft
+    python benchmarks/load/run.py --setup-only            # environments and data only
+
+The CPU lock ``/tmp/weft-cpu.lock`` is taken once per workload (never for the whole run),
+unless the lock is already held by a process that started this one (``flock ... run.py``).
+Writes ``benchmarks/results/load.json``, ``load.png`` and ``load.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import envs  # noqa: E402
+import report  # noqa: E402
+from harness import run_config  # noqa: E402
+
+import workloads  # noqa: E402
+
+REPO = HERE.parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+LOCK = Path("/tmp/weft-cpu.lock")
+IO_THREADS = 32
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+# --------------------------------------------------------------------------- the matrix
+def configurations(workload: str, tag: str, cores: int) -> list[tuple[str, str, dict[str, Any]]]:
+    """(contender, label, options) for one workload on one interpreter, in table order."""
+    io = workload == "io"
+    out: list[tuple[str, str, dict[str, Any]]] = [("serial", "serial loop", {})]
+    weft_workers = IO_THREADS if io else cores
+    out.append(("weft", "weft", {"workers": weft_workers, "backend": "auto", "prefetch": 2}))
+    if tag == "gil":
+        out.append(("torch", "DataLoader", {"workers": cores, "prefetch_factor": 4}))
+        if io:  # what a DataLoader user would do for I/O: more workers than cores
+            out.append(("torch", "DataLoader (16 workers)", {"workers": 16, "prefetch_factor": 4}))
+        out.append(("torchdata", "torchdata.nodes",
+                    {"workers": IO_THREADS, "method": "thread"} if io else {"workers": cores, "method": "process"}))
+    if io:
+        out.append(("spdl", "SPDL (MT)", {"mode": "mt", "threads": IO_THREADS}))
+    else:
+        out.append(("spdl", "SPDL (MT)", {"mode": "mt", "threads": cores}))
+        if tag == "gil":
+            out.append(("spdl", "SPDL (MP)", {"mode": "mp", "workers": cores}))
+    if tag == "gil":
+        if io:
+            out.append(("grain", "Grain", {"workers": 0, "threads": IO_THREADS, "buffer": 500}))
+        else:
+            out.append(("grain", "Grain", {"workers": cores, "threads": 16, "buffer": 500}))
+    return out
+
+
+def epochs_for(contender: str, n: int, quick: bool) -> dict[str, int]:
+    if contender == "serial":  # nothing to warm up, nothing prefetched
+        return {"warmup": 0, "epochs": 1, "cooldown": 0}
+    # the cool-down must outlast the deepest prefetch buffer (Grain: 500 items per reader)
+    cooldown = max(1, math.ceil(1024 / n))
+    return {"warmup": 1, "epochs": 1 if quick else 2, "cooldown": cooldown}
+
+
+# --------------------------------------------------------------------------- the CPU lock
+def _lock_holders() -> set[int]:
+    try:
+        inode = os.stat(LOCK).st_ino
+    except FileNotFoundError:
+        return set()
+    holders = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/locks").read_text().splitlines():
+            parts = line.split()
+            if len(parts) > 5 and parts[1] == "FLOCK" and parts[5].split(":")[-1] == str(inode):
+                holders.add(int(parts[4]))
+    return holders
+
+
+def _ancestors() -> set[int]:
+    pids, pid = set(), os.getpid()
+    while pid > 1:
+        pids.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat[stat.rindex(")") + 2:].split()[1])
+    return pids
+
+
+@contextlib.contextmanager
+def cpu_lock(enabled: bool) -> Iterator[None]:
+    if not enabled or _lock_holders() & _ancestors():
+        yield
+        return
+    with open(LOCK, "a") as f:
+        t = time.monotonic()
+        fcntl.flock(f, fcntl.LOCK_EX)
+        waited = time.monotonic() - t
+        if waited > 1:
+            print(f"  (waited {waited:.0f} s for the CPU lock)", flush=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------- running
+def run_workload(name: str, interps: list[envs.Interpreter], args: argparse.Namespace,
+                 skipped: list[dict[str, str]]) -> list[dict[str, Any]]:
+    w = workloads.WORKLOADS[name]
+    n = args.items or (w.quick_items if args.quick else w.items)
+    cores = usable_cores()
+    rows: list[dict[str, Any]] = []
+    with cpu_lock(not args.no_lock):
+        workloads.ensure_data(name)
+        for interp in interps:
+            for contender, label, options in configurations(name, interp.tag, cores):
+                if args.contenders and contender not in args.contenders:
+                    continue
+                if contender in ("serial", "weft"):
+                    python: Path | None = interp.weft_python
+                else:
+                    python, why = envs.ensure_env(contender, interp)
+                    if python is None:
+                        skipped.append({"workload": name, "python": interp.label, "contender": label, "reason": why})
+                        continue
+                spec = {"workload": name, "contender": contender, "options": options, "items": n,
+                        **epochs_for(contender, n, args.quick)}
+                best: dict[str, Any] | None = None
+                for _attempt in range(args.repeat):
+                    result = run_config(str(python), spec, timeout=args.timeout)
+                    ok = result["ok"]
+                    rate = result["window_items"] / result["window_s"] if ok else 0.0
+                    print(f"  {name:6} {interp.label:6} {label:26} "
+                          + (f"{rate:9.0f} items/s  rss {result['peak_rss_bytes'] / 2**20:6.0f} MB"
+                             if ok else f"FAILED: {result.get('error', '')[-400:]}"), flush=True)
+                    result["items_per_s"] = rate
+                    if best is None or rate > best["items_per_s"]:
+                        best = result
+                    if not ok:
+                        break
+                assert best is not None
+                rows.append({"workload": name, "python": interp.label, "interpreter": interp.tag,
+                             "contender": contender, "label": label, "options": options, "items": n,
+                             "cores": cores, **best})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer items and epochs (< 5 minutes in all)")
+    parser.add_argument("--workloads", default="images,text,io", help="comma list of images,text,io")
+    parser.add_argument("--python", default="gil,ft",
+                        help="interpreters: gil (.venv, CPython with the GIL), ft (.venv-ft, 3.13t GIL off)")
+    parser.add_argument("--contenders", default="", help="only these (serial,weft,torch,torchdata,spdl,grain)")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per configuration, best kept "
+                        "(default 1 with --quick, else 2)")
+    parser.add_argument("--items", type=int, default=0, help="items per epoch (default: the workload's)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per configuration")
+    parser.add_argument("--no-lock", action="store_true", help="do not take /tmp/weft-cpu.lock")
+    parser.add_argument("--setup-only", action="store_true", help="create the environments and data, then stop")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="results directory")
+    parser.add_argument("--name", default="load", help="base name of the result files")
+    # benchmarks/run.sh passes its own arguments through; ignore ones meant for other benchmarks
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        print(f"load: ignoring arguments {unknown}", file=sys.stderr)
+    args.repeat = args.repeat or (1 if args.quick else 2)
+    args.contenders = [c for c in args.contenders.split(",") if c]
+    names = [x for x in args.workloads.split(",") if x]
+    for x in names:
+        if x not in workloads.WORKLOADS:
+            parser.error(f"unknown workload {x!r}: choose from {', '.join(workloads.WORKLOADS)}")
+
+    interps: list[envs.Interpreter] = []
+    skipped: list[dict[str, str]] = []
+    for tag in [t for t in args.python.split(",") if t]:
+        venv = REPO / (".venv" if tag == "gil" else ".venv-ft")
+        interp = envs.interpreter(tag, venv)
+        if interp is None:
+            skipped.append({"workload": "*", "python": tag, "contender": "*", "reason": f"{venv} does not exist"})
+            print(f"load: skipping {tag}: {venv} does not exist (make test creates it)", file=sys.stderr)
+            continue
+        interps.append(interp)
+
+    if args.setup_only:
+        for interp in interps:
+            for peer in envs.PEERS:
+                python, why = envs.ensure_env(peer, interp)
+                print(f"{peer:10} {interp.label:6} {python or why}")
+        with cpu_lock(not args.no_lock):
+            for x in names:
+                workloads.ensure_data(x)
+        return 0
+
+    started = time.time()
+    print(f"load benchmark: {', '.join(names)} on {', '.join(i.label for i in interps)}; "
+          f"{usable_cores()} usable cores; {'quick' if args.quick else 'full'} mode", flush=True)
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        rows += run_workload(name, interps, args, skipped)
+    meta = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "usable_cores": usable_cores(),
+        "machine": platform.machine(),
+        "kernel": platform.release(),
+        "interpreters": {i.label: str(i.weft_python) for i in interps},
+        "repeat": args.repeat,
+        "wall_s": time.time() - started,
+        "workloads": {n: workloads.WORKLOADS[n].description for n in names},
+        "skipped": skipped,
+    }
+    args.output.mkdir(parents=True, exist_ok=True)
+    summary = report.summarize(rows)
+    (args.output / f"{args.name}.json").write_text(json.dumps({"meta": meta, "rows": rows, "summary": summary},
+                                                              indent=1, default=str))
+    markdown = report.markdown(rows, summary, meta)
+    (args.output / f"{args.name}.md").write_text(markdown)
+    report.chart(rows, args.output / f"{args.name}.png")
+    print()
+    print(markdown)
+    print(f"wrote {args.output / args.name}.json, .md, .png ({meta['wall_s']:.0f} s)")
+    failed = [r for r in rows if not r.get("ok")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

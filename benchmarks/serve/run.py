@@ -322,6 +322,39 @@ def listeners(pid: int) -> list[str]:
     return sorted(found)
 
 
+def tree_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by the server's live process tree."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def measured(proc: subprocess.Popen[bytes], fn: Any) -> dict[str, Any]:
+    """Run one wrk point; add the server tree's CPU use (cores busy, CPU ms per 2xx answer)."""
+    c0 = tree_cpu_s(proc.pid)
+    point = fn()
+    c1 = tree_cpu_s(proc.pid)
+    out: dict[str, Any] = point.to_json()
+    if c0 is not None and c1 is not None and point.duration_s:
+        used = max(0.0, c1 - c0)
+        out["server_cores_busy"] = round(used / point.duration_s, 2)
+        ok = point.ok_rps * point.duration_s
+        out["server_cpu_ms_per_ok"] = round(1e3 * used / ok, 3) if ok else None
+    return out
+
+
 def bench_target(target: Target, wrk: str, bodies: dict[str, Path], expected: np.ndarray,
                  args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     rec: dict[str, Any] = {"server": target.server, "model": target.kind, "version": target.version,
@@ -339,23 +372,25 @@ def bench_target(target: Target, wrk: str, bodies: dict[str, Path], expected: np
             rec["listen"] = listeners(proc.pid)
             _wrk.run(wrk, url, body, concurrency=64, duration_s=args.warmup, threads=1)
             for c in args.concurrency:
-                p = _wrk.run(wrk, url, body, concurrency=c, duration_s=args.duration, threads=1 if c < 64 else 2)
-                rec["points"].append(p.to_json())
-                print(f"  c={c:<4d} {p.rps:8.1f} req/s  p50 {p.p50_ms:7.2f} ms  p99 {p.p99_ms:7.2f} ms"
-                      f"  non-2xx {p.non_2xx or '-'}  socket errors {_nonzero(p.socket_errors) or '-'}", flush=True)
+                q = measured(proc, lambda c=c: _wrk.run(wrk, url, body, concurrency=c, duration_s=args.duration,
+                                                        threads=1 if c < 64 else 2))
+                rec["points"].append(q)
+                print(f"  c={c:<4d} {q['ok_rps']:8.1f} req/s  p50 {q['p50_ms']:7.2f} ms  p99 {q['p99_ms']:7.2f} ms"
+                      f"  server cores {q.get('server_cores_busy', '?')}  non-2xx {q['non_2xx'] or '-'}  "
+                      f"socket errors {_nonzero(q['socket_errors']) or '-'}", flush=True)
             if rec["points"] and not args.no_overload:
                 cap = max(rec["points"], key=lambda q: q["ok_rps"])
                 rate = 2 * cap["ok_rps"]
-                p = _wrk.run(wrk, url, body, concurrency=OVERLOAD_CONNECTIONS, duration_s=args.duration,
-                             rate=rate, timeout_s=OVERLOAD_TIMEOUT_S, threads=2)
-                over = p.to_json()
+                over = measured(proc, lambda: _wrk.run(wrk, url, body, concurrency=OVERLOAD_CONNECTIONS,
+                                                       duration_s=args.duration, rate=rate,
+                                                       timeout_s=OVERLOAD_TIMEOUT_S, threads=2))
                 over["capacity_rps"] = cap["ok_rps"]
                 over["capacity_concurrency"] = cap["concurrency"]
                 over["capacity_p99_ms"] = cap["p99_ms"]
                 rec["overload"] = over
-                print(f"  2x   offered {rate:7.1f}/s: {p.ok_rps:8.1f} 2xx/s  statuses {p.statuses}  "
-                      f"accepted p99 <= {p.p99_ok_upper_ms:.2f} ms  socket errors "
-                      f"{_nonzero(p.socket_errors) or '-'}", flush=True)
+                print(f"  2x   offered {rate:7.1f}/s: {over['ok_rps']:8.1f} 2xx/s  statuses {over['statuses']}  "
+                      f"accepted p99 <= {over['p99_ok_upper_ms']:.2f} ms  socket errors "
+                      f"{_nonzero(over['socket_errors']) or '-'}", flush=True)
             if proc.poll() is not None:
                 raise RuntimeError(f"exited with code {proc.returncode} during the load")
         except Exception as e:  # a failing server is reported, the others still run
@@ -376,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="5 s per point instead of 10 s")
     ap.add_argument("--duration", type=float, help="seconds per point")
-    ap.add_argument("--servers", default="weft,litserve,mlserver,fastapi",
+    ap.add_argument("--servers", default="weft,weft-3.13t,litserve,mlserver,fastapi",
                     help="comma-separated subset of weft,weft-3.13t,litserve,mlserver,fastapi")
     ap.add_argument("--models", default="numpy,onnx", help="numpy, onnx or both")
     ap.add_argument("--concurrency", default="1,16,64,256")
@@ -405,14 +440,28 @@ def main(argv: list[str] | None = None) -> int:
             targets += [t for t in weft_targets(kinds, "weft-3.13t" in servers) if t.server in servers]
         targets += peer_targets(kinds, [p for p in ("litserve", "mlserver", "fastapi") if p in servers],
                                 tmp, problems)
+        # NumPy on every server first, then ONNX; the free-threaded weft last (not a target).
+        order = ["weft", "litserve", "mlserver", "fastapi", "weft-3.13t"]
+        targets.sort(key=lambda t: (t.server == "weft-3.13t", kinds.index(t.kind), order.index(t.server)))
         logs = model.DATA / "logs"
-        records = [bench_target(t, wrk, bodies, expected, args, logs) for t in targets]
+        records: list[dict[str, Any]] = []
+        for t in targets:
+            records.append(bench_target(t, wrk, bodies, expected, args, logs))
+            # Written after every server, so an interrupted run still leaves its numbers.
+            write_results(args, wrk, servers, kinds, problems, records, t_start, final=False)
+    result = write_results(args, wrk, servers, kinds, problems, records, t_start, final=True)
+    return 0 if all(r["status"] == "ok" for r in result["servers"]) else 1
 
-    result = {
+
+def write_results(args: argparse.Namespace, wrk: str, servers: list[str], kinds: list[str],
+                  problems: dict[str, str], records: list[dict[str, Any]], t_start: float, *,
+                  final: bool) -> dict[str, Any]:
+    complete = {"weft", "litserve", "mlserver", "fastapi"} <= set(servers) and set(kinds) == {"numpy", "onnx"}
+    result: dict[str, Any] = {
         "benchmark": "serve",
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
-        "partial": set(servers) < {"weft", "litserve", "mlserver", "fastapi"} or set(kinds) != {"numpy", "onnx"},
+        "partial": not (final and complete),
         "elapsed_s": round(time.monotonic() - t_start, 1),
         "machine": {"cpus": CORES, "platform": platform.platform(), "python": platform.python_version(),
                     "processor": platform.processor() or platform.machine()},
@@ -432,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "serve.json").write_text(json.dumps(result, indent=2) + "\n")
     md = _report.markdown(result)
     (args.out / "serve.md").write_text(md)
+    if not final:
+        return result
     try:
         _report.plot(result, args.out / "serve.png")
     except Exception as e:
@@ -441,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(md)
     print(f"wrote {args.out / 'serve.json'}, serve.md, serve.png in {result['elapsed_s']:.0f} s")
-    return 0 if all(r["status"] == "ok" for r in records) else 1
+    return result
 
 
 if __name__ == "__main__":

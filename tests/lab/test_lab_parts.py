@@ -130,3 +130,28 @@ def test_locator_script_is_used_when_nothing_else_is(monkeypatch: pytest.MonkeyP
     cwd.mkdir()
     assert find_free_threaded(cwd) == (sys.executable, str(Path("..") / "shared" / "tools" / "ft-python"))
     assert find_free_threaded(tmp_path) is None
+
+
+def test_context_measures_cores_used_by_threads() -> None:
+    import threading
+
+    from weft.lab.experiments._work import cpu_work
+
+    ctx = Context("smoke")
+    barrier = threading.Barrier(2)
+
+    def two_threads() -> None:
+        def work() -> None:
+            barrier.wait()
+            cpu_work(20_000)
+        threads = [threading.Thread(target=work) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    ctx.time({"serial": lambda: cpu_work(20_000), "threads": two_threads}, repeats=3, warmups=0)
+    # CPU seconds per wall second: positive and bounded by the threads that ran (+ slack)
+    assert 0 < ctx.cores_used("serial") <= 1.5
+    assert 0 < ctx.cores_used("threads") <= 2.5
+    assert ctx.cores_used("missing") == 0.0

@@ -41,6 +41,8 @@ class Context:
         self.mode: Mode = mode
         self.warmups, self.repeats = _REPEATS[mode]
         self.samples: dict[str, list[float]] = {}
+        #: Process CPU seconds (all threads) per wall second, for each timed run.
+        self.cpu_per_wall: dict[str, list[float]] = {}
         self.units: dict[str, str] = {}
         self.params: dict[str, object] = {}
         self.notes: list[str] = []
@@ -78,7 +80,15 @@ class Context:
                 fn()
         for _ in range(reps):
             for name, fn in variants.items():
-                self.record(name, [_time_once(fn)])
+                wall, cpu = _time_once(fn)
+                self.record(name, [wall])
+                self.cpu_per_wall.setdefault(name, []).append(cpu / wall if wall > 0 else 0.0)
+
+    def cores_used(self, variant: str) -> float:
+        """Median CPU seconds per wall second of a timed variant: how many cores its threads
+        really got (below the thread count when other processes competed for the cores)."""
+        ratios = sorted(self.cpu_per_wall.get(variant, ()))
+        return ratios[len(ratios) // 2] if ratios else 0.0
 
     def set_threshold(self, value: float, why: str) -> None:
         """Replace the claim's threshold for this machine (e.g. scaled by the core count)."""
@@ -91,14 +101,15 @@ class Context:
         raise Skip(reason)
 
 
-def _time_once(fn: Callable[[], object]) -> float:
+def _time_once(fn: Callable[[], object]) -> tuple[float, float]:
     gc.collect()
     enabled = gc.isenabled()
     gc.disable()
     try:
+        cpu = time.process_time()
         start = time.perf_counter()
         fn()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
     finally:
         if enabled:
             gc.enable()

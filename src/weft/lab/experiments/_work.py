@@ -7,7 +7,7 @@ from typing import Any
 
 from weft.lab._context import Context
 
-__all__ = ["array_server", "cpu_chunk", "cpu_work", "gil_enabled", "import_numpy"]
+__all__ = ["array_server", "cpu_chunk", "cpu_work", "gil_enabled", "import_numpy", "note_cores_used"]
 
 
 def cpu_work(n: int) -> int:
@@ -22,6 +22,16 @@ def cpu_chunk(ctx: Context) -> int:
     """Iterations per worker for the threads and processes experiments (same in all of them,
     so that serial timings can be compared across interpreters)."""
     return ctx.pick(full=1_000_000, quick=250_000, smoke=20_000)
+
+
+def note_cores_used(ctx: Context, variant: str, workers: int) -> None:
+    """Say how many cores ``variant``'s threads got; warn when other processes took some."""
+    used = ctx.cores_used(variant)
+    ctx.param(f"{variant}_cores_used", round(used, 2))
+    if used < 0.85 * workers:
+        ctx.note(f"{variant} got {used:.2f} cores of CPU time for {workers} threads (median): "
+                 "either they serialised, or other processes were competing for the cores "
+                 "during the run; rerun on an idle machine before trusting the ratio")
 
 
 def gil_enabled() -> bool:

@@ -18,7 +18,7 @@ CLAIM = Claim(
 
 def measure(ctx: Context) -> None:
     np = import_numpy(ctx)
-    n = ctx.pick(full=16_000_000, quick=4_000_000, smoke=100_000)
+    n = ctx.pick(full=8_000_000, quick=4_000_000, smoke=100_000)
     ctx.param("items", n)
     ctx.param("megabytes", n * 8 / 1e6)
     a: Any = np.ones(n)

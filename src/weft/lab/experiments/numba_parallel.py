@@ -20,7 +20,7 @@ def measure(ctx: Context) -> None:
     np, numba = import_numba(ctx)
     if ctx.cores < 2:
         ctx.skip("only one usable core: there is nothing for parallel=True to scale onto")
-    n = ctx.pick(full=50_000_000, quick=10_000_000, smoke=200_000)
+    n = ctx.pick(full=20_000_000, quick=10_000_000, smoke=200_000)
     ctx.param("items", n)
     ctx.param("threads", ctx.cores)
     numba.set_num_threads(min(ctx.cores, numba.config.NUMBA_NUM_THREADS))

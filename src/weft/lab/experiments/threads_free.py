@@ -6,7 +6,7 @@ import sysconfig
 
 from weft.lab._claim import Claim
 from weft.lab._context import Context
-from weft.lab.experiments._work import cpu_chunk, cpu_work, gil_enabled
+from weft.lab.experiments._work import cpu_chunk, cpu_work, gil_enabled, note_cores_used
 from weft.lab.experiments.threads_gil import run_threads
 
 CLAIM = Claim(
@@ -32,3 +32,4 @@ def measure(ctx: Context) -> None:
     ctx.set_threshold(0.7 * workers, f"threshold: 70% of {workers} cores = {0.7 * workers:g}x")
     ctx.time({"serial": lambda: [cpu_work(n) for _ in range(workers)],
               "threads": lambda: run_threads(n, workers)})
+    note_cores_used(ctx, "threads", workers)

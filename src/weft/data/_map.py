@@ -72,6 +72,7 @@ class MapNode(Node):
     # -- bookkeeping -------------------------------------------------------------------
     def _reset_flow(self, post: Any) -> None:
         self._window: deque[_Chunk] = deque()
+        self._flying: set[Future[ChunkResult]] = set()
         self._done: queue.SimpleQueue[_Chunk] = queue.SimpleQueue()
         self._chunks_in_flight = 0
         self._in_flight = 0
@@ -175,6 +176,7 @@ class MapNode(Node):
         chunk = _Chunk(future, keys, posts, ordinals)
         self._in_flight += len(keys)
         self._chunks_in_flight += 1
+        self._flying.add(future)
         if self._ordered:
             self._window.append(chunk)
         else:
@@ -190,6 +192,8 @@ class MapNode(Node):
                 if oldest is not None and self._ordinal - oldest >= span:
                     return
             n = min(self._chunk, limit - self._in_flight)
+            if n < self._chunk and self._in_flight:
+                return  # wait for room for a whole chunk: small leftovers would stay small
             keys: list[Key] = []
             values: list[Any] = []
             posts: list[Any] = []
@@ -239,6 +243,7 @@ class MapNode(Node):
             start = time.perf_counter()
             chunk = self._window.popleft() if self._ordered else self._done.get()
             results, errors, retried, seconds = chunk.future.result()
+            self._flying.discard(chunk.future)
             self.wait_down += time.perf_counter() - start
             self._chunks_in_flight -= 1
             self._in_flight -= len(chunk.keys)
@@ -302,10 +307,16 @@ class MapNode(Node):
         self._skip = set(freeze(own) or ())
 
     def _cancel(self) -> None:
-        for chunk in self._window:
-            chunk.future.cancel()
+        for future in list(self._flying):
+            future.cancel()
+        self._flying = set()
         self._window.clear()
         self._done = queue.SimpleQueue()
+
+    def interrupt(self) -> None:
+        for future in list(self._flying):  # a copy: the pulling thread may be adding to it
+            future.cancel()
+        super().interrupt()
 
     def close(self) -> None:
         self._cancel()

@@ -92,7 +92,13 @@ class Node:
         if self.up is not None:
             self.up.set_epoch(epoch)
 
+    def interrupt(self) -> None:
+        """Wake anything blocked in this chain (callable from any thread); close() follows."""
+        if self.up is not None:
+            self.up.interrupt()
+
     def close(self) -> None:
+        """Release workers and files. Only called once no other thread uses the chain."""
         if self.up is not None:
             self.up.close()
 

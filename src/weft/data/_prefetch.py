@@ -104,6 +104,10 @@ class Prefetch(Node):
                     q.get(timeout=0.05)  # make room so a blocked put returns
                 except queue.Empty:
                     pass
+            try:
+                q.put_nowait(_END)  # wake a reader blocked on this queue (a downstream pump)
+            except queue.Full:
+                pass
         self._queue = None
         self._pump = None
 
@@ -115,11 +119,24 @@ class Prefetch(Node):
         assert self.up is not None
         self.up.restore(state)
         self._state = self.up.state()
+        self._start()  # start reading ahead as soon as the pass starts
+
+    def interrupt(self) -> None:
+        self._stop.set()
+        super().interrupt()
+        q = self._queue
+        if q is not None:
+            try:
+                q.put_nowait(_END)  # wake a downstream pump blocked on this queue
+            except queue.Full:
+                pass
 
     def close(self) -> None:
         self._stop.set()
-        super().close()  # closing upstream first unblocks a pump waiting on a map's workers
+        if self.up is not None:
+            self.up.interrupt()  # cancel queued upstream work so the pump returns promptly
         self._halt()
+        super().close()  # upstream is no longer used by any thread
         if self._executor is not None:
             self._executor.close(cancel=True)
 

@@ -1,0 +1,123 @@
+"""Stopping early leaves nothing behind; memory stays bounded however long the stream."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing.resource_tracker
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import data_workloads as w
+import weft.data as wd
+from conftest import wait_until
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _resource_tracker_running() -> None:
+    """multiprocessing starts one resource-tracker process on the first spawn and keeps it
+    for the life of the interpreter; start it up front so no_leaks does not count it."""
+    multiprocessing.resource_tracker.ensure_running()
+
+
+def _pipes() -> dict[str, Callable[[], wd.Pipeline]]:
+    return {
+        "thread": lambda: wd.from_range(10_000).map(w.jitter, workers=3, backend="thread").batch(4).prefetch(2),
+        "thread-unordered": lambda: wd.from_range(10_000).map(w.jitter, workers=3, backend="thread",
+                                                             ordered=False).prefetch(2),
+        "process": lambda: wd.from_range(10_000).map(w.megabyte, workers=2, backend="process").prefetch(2),
+        "two-maps": lambda: (wd.from_range(10_000).map(w.inc, workers=2, backend="thread").prefetch(2)
+                             .map(w.double, workers=2, backend="process").prefetch(1)),
+    }
+
+
+PIPES = sorted(_pipes())
+
+
+@pytest.mark.parametrize("kind", PIPES)
+def test_break_stops_everything(kind: str, no_leaks: None) -> None:
+    pipe = _pipes()[kind]()
+    for i, _ in enumerate(pipe):
+        if i == 20:
+            break
+    assert pipe.state_dict()["stages"] is not None  # still readable after the pass stopped
+
+
+@pytest.mark.parametrize("kind", PIPES)
+def test_close_stops_everything(kind: str, no_leaks: None) -> None:
+    pipe = _pipes()[kind]()
+    it = iter(pipe)
+    next(it)
+    pipe.close()
+    with pytest.raises(StopIteration):
+        next(it)
+
+
+@pytest.mark.parametrize("kind", PIPES)
+def test_garbage_collection_stops_everything(kind: str, no_leaks: None) -> None:
+    it = iter(_pipes()[kind]())
+    next(it)
+    del it
+    gc.collect()
+
+
+@pytest.mark.parametrize("kind", PIPES)
+def test_consumer_exception_stops_everything(kind: str, no_leaks: None) -> None:
+    pipe = _pipes()[kind]()
+    with pytest.raises(KeyError), pipe:
+        for i, _ in enumerate(pipe):
+            if i == 5:
+                raise KeyError("the training step failed")
+
+
+def test_pipeline_error_stops_everything(no_leaks: None) -> None:
+    pipe = wd.from_range(100).map(w.fail_on_7, workers=2, backend="process").prefetch(2)
+    with pytest.raises(ValueError, match="seven"):
+        list(pipe)
+
+
+def test_close_while_a_worker_is_busy(tmp_path: Path, no_leaks: None) -> None:
+    gate = str(tmp_path / "gate")
+    pipe = wd.from_iterable([gate] * 4).map(w.block_until, workers=2, backend="thread").prefetch(1)
+    it = iter(pipe)
+    assert it is not None
+    # the pump thread is now waiting on a worker that waits on the gate
+    assert wait_until(lambda: os.path.exists(gate + ".started"))
+    Path(gate).touch()  # let the running call finish; close must not wait for the rest
+    pipe.close()
+
+
+def test_a_new_pass_closes_the_previous_one(no_leaks: None) -> None:
+    pipe = wd.from_range(1000).map(w.inc, workers=2, backend="thread")
+    first = iter(pipe)
+    next(first)
+    assert list(pipe)[:3] == [1, 2, 3]
+    with pytest.raises(StopIteration):
+        next(first)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.slow
+def test_a_million_megabyte_items_in_flat_memory(no_leaks: None) -> None:
+    """1,000,000 fresh 1 MB items (1 TB in total) through map, filter, batch and prefetch."""
+    n = 1_000_000
+    pipe = (wd.from_range(n).map(w.megabyte, workers=2, backend="thread")
+            .filter(lambda a: a.size > 0).batch(8, collate=list).prefetch(4))
+    start = _rss_mb()
+    peak = start
+    count = 0
+    for i, batch in enumerate(pipe):
+        count += len(batch)
+        if i % 4096 == 0:
+            peak = max(peak, _rss_mb())
+    assert count == n
+    assert peak - start < 300, f"RSS grew by {peak - start:.0f} MB"

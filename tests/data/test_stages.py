@@ -1,0 +1,157 @@
+"""Stages: map (every backend, ordered or not, error policies), filter, batch, unbatch,
+take, skip, prefetch."""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import data_workloads as w
+import weft.data as wd
+from weft.errors import ConfigError
+
+BACKENDS = ["serial", "thread", "process", "auto"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_map_ordered_and_unordered(backend: str) -> None:
+    ordered = list(wd.from_range(50).map(w.jitter, workers=2, backend=backend))
+    assert ordered == list(range(50))
+    unordered = list(wd.from_range(50).map(w.jitter, workers=2, backend=backend, ordered=False))
+    assert sorted(unordered) == list(range(50))
+
+
+def test_map_reports_backend_and_reason() -> None:
+    pipe = wd.from_range(10).map(w.inc, workers=2, backend="thread", name="plus-one")
+    assert list(pipe) == list(range(1, 11))
+    stage = pipe.stats().stages[1]
+    assert (stage.name, stage.kind, stage.backend, stage.workers, stage.items) == ("plus-one", "map", "thread", 2, 10)
+    assert "thread" in stage.reason
+    auto = wd.from_range(10).map(w.inc, workers=2)
+    list(auto)
+    chosen = auto.stats().stages[1]
+    assert chosen.backend.startswith("auto:") and chosen.reason
+
+
+def test_auto_never_sends_an_unpicklable_function_to_processes() -> None:
+    offset = 3
+    pipe = wd.from_range(200).map(lambda x: x + offset, workers=2)
+    assert list(pipe) == [x + 3 for x in range(200)]
+    assert pipe.stats().stages[1].backend == "auto:thread"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_error_raises_with_source_index_and_original_traceback(backend: str) -> None:
+    pipe = wd.from_range(20).shuffle(seed=1).map(w.fail_on_7, workers=2, backend=backend)
+    with pytest.raises(ValueError, match="seven is not allowed") as info:
+        list(pipe)
+    notes = " ".join(getattr(info.value, "__notes__", []))
+    assert "source index 7" in notes and "fail_on_7" in notes
+    text = "".join(traceback.format_exception(info.value))
+    assert "fail_on_7" in text and "data_workloads.py" in text  # the frame that raised
+
+
+@pytest.mark.parametrize("backend", ["serial", "thread", "process"])
+def test_error_skip_drops_and_counts(backend: str) -> None:
+    pipe = wd.from_range(20).map(w.fail_on_7, workers=2, backend=backend, on_error="skip")
+    assert list(pipe) == [x for x in range(20) if x != 7]
+    assert pipe.stats().stages[1].skipped == 1
+
+
+@pytest.mark.parametrize("backend", ["serial", "thread", "process"])
+def test_error_retry_then_succeed_or_raise(backend: str, tmp_path: Path) -> None:
+    items = [(str(tmp_path), i) for i in range(5)]
+    pipe = wd.from_iterable(items).map(w.flaky, workers=2, backend=backend, on_error="retry", retries=2)
+    assert list(pipe) == list(range(5))
+    assert pipe.stats().stages[1].retried == 10
+    fresh = tmp_path / "again"
+    fresh.mkdir()
+    again = wd.from_iterable([(str(fresh), 0)]).map(w.flaky, backend=backend, on_error="retry", retries=1)
+    with pytest.raises(ConnectionError, match="transient failure 2"):
+        list(again)
+
+
+def test_map_validates_its_arguments() -> None:
+    with pytest.raises(ConfigError, match="backend"):
+        wd.from_range(3).map(w.inc, backend="gpu")
+    with pytest.raises(ConfigError, match="on_error"):
+        wd.from_range(3).map(w.inc, on_error="ignore")
+    with pytest.raises(ConfigError, match="workers"):
+        wd.from_range(3).map(w.inc, workers=-1)
+    with pytest.raises(ConfigError, match="callable"):
+        wd.from_range(3).map(3)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="max_in_flight"):
+        wd.from_range(3).map(w.inc, max_in_flight=0)
+
+
+def test_process_map_moves_arrays_and_batches() -> None:
+    pipe = wd.from_range(12).map(w.megabyte, workers=2, backend="process").batch(4)
+    batches = list(pipe)
+    assert [b.shape for b in batches] == [(4, 1 << 20)] * 3
+    assert [int(b[i, 0]) for b in batches for i in range(4)] == list(range(12))
+
+
+def test_filter_batch_default_collate_and_drop_last() -> None:
+    pipe = wd.from_range(20).filter(w.not_div3).batch(4)
+    batches = list(pipe)
+    assert [b.tolist() for b in batches] == [[1, 2, 4, 5], [7, 8, 10, 11], [13, 14, 16, 17], [19]]
+    assert len(list(wd.from_range(10).batch(4, drop_last=True))) == 2
+    records = [{"x": np.full(3, i), "y": i, "name": f"n{i}"} for i in range(5)]
+    batch = next(iter(wd.from_iterable(records).batch(5)))
+    assert batch["x"].shape == (5, 3) and batch["y"].tolist() == [0, 1, 2, 3, 4]
+    assert batch["name"] == ["n0", "n1", "n2", "n3", "n4"]
+    pairs = next(iter(wd.from_iterable([(np.zeros(2), 1), (np.ones(2), 0)]).batch(2)))
+    assert isinstance(pairs, tuple) and pairs[0].shape == (2, 2) and pairs[1].tolist() == [1, 0]
+
+
+def test_ragged_arrays_need_pad_collate() -> None:
+    seqs = [np.arange(n) + 1 for n in (3, 1, 4)]
+    with pytest.raises(ConfigError, match="pad_collate"):
+        list(wd.from_iterable(seqs).batch(3))
+    padded = next(iter(wd.from_iterable(seqs).batch(3, collate=wd.pad_collate(pad_value=0))))
+    assert padded.tolist() == [[1, 2, 3, 0], [1, 0, 0, 0], [1, 2, 3, 4]]
+    records = [{"ids": list(range(n)), "label": n} for n in (2, 3)]
+    out = next(iter(wd.from_iterable(records).batch(2, collate=wd.pad_collate(pad_value=-1, lengths=True))))
+    ids, lengths = out["ids"]
+    assert ids.tolist() == [[0, 1, -1], [0, 1, 2]] and lengths.tolist() == [2, 3]
+    assert out["label"].tolist() == [2, 3]
+
+
+def test_unbatch_inverts_batch() -> None:
+    records = [{"x": np.full(2, i), "i": i} for i in range(7)]
+    back = list(wd.from_iterable(records).batch(3).unbatch())
+    assert [r["i"] for r in back] == list(range(7))
+    assert all(np.array_equal(r["x"], np.full(2, r["i"])) for r in back)
+    assert list(wd.from_range(7).batch(3, collate=list).unbatch()) == list(range(7))
+    with pytest.raises(ConfigError, match="cannot split"):
+        list(wd.from_range(4).batch(2, collate=lambda xs: sum(xs)).unbatch())
+
+
+def test_take_skip_and_prefetch() -> None:
+    assert list(wd.from_range(10).take(3)) == [0, 1, 2]
+    assert list(wd.from_range(10).skip(8)) == [8, 9]
+    assert list(wd.from_range(10).skip(20)) == []
+    assert list(wd.from_range(100).map(w.inc, workers=2, backend="thread").prefetch(3).take(5)) == [1, 2, 3, 4, 5]
+    with pytest.raises(ConfigError, match="n must be"):
+        wd.from_range(3).prefetch(0)
+
+
+def test_prefetch_passes_errors_to_the_consumer() -> None:
+    pipe = wd.from_range(20).map(w.fail_on_7, workers=0).prefetch(2)
+    got = []
+    with pytest.raises(ValueError, match="seven"):
+        for x in pipe:
+            got.append(x)
+    assert got == list(range(7))
+
+
+def test_pipelines_are_immutable_and_reiterable() -> None:
+    base = wd.from_range(5)
+    doubled = base.map(w.double, workers=0)
+    assert list(base) == [0, 1, 2, 3, 4]
+    assert list(doubled) == [0, 2, 4, 6, 8]
+    assert list(doubled) == [0, 2, 4, 6, 8]
+    assert "map" in repr(doubled)

@@ -41,6 +41,11 @@ R = TypeVar("R")
 #: The first message of every worker: it started and imported what it needs.
 _READY = b"ready"
 
+#: Tasks sent to one worker at once, and the largest payload that may wait queued
+#: behind a running one (see ``_has_room``).
+_TASKS_PER_WORKER = 2
+_QUEUED_PAYLOAD_LIMIT = 32 * 1024
+
 #: How long close() waits for a worker to exit after its pipe is closed, before terminate().
 _EXIT_GRACE_SECONDS = 5.0
 
@@ -137,13 +142,14 @@ class _Task:
     future: Future[Any]
     label: str
     attempts: int = 0
+    running: bool = False  # the Future was marked running (it can no longer be cancelled)
 
 
 @dataclass(eq=False)
 class _Worker:
     process: multiprocessing.process.BaseProcess
     conn: multiprocessing.connection.Connection
-    task: _Task | None = None
+    tasks: collections.deque[_Task] = field(default_factory=collections.deque)
     ready: bool = False
     spawned: float = field(default_factory=time.monotonic)
 
@@ -264,25 +270,37 @@ class ProcessExecutor(Executor):
 
     def _drained(self) -> bool:
         with self._lock:
-            return not self._pending and all(w.task is None for w in self._workers)
+            return not self._pending and all(not w.tasks for w in self._workers)
 
     def _assign(self) -> None:
         for w in self._workers:
-            if w.task is not None or not w.ready:
-                continue
-            with self._lock:
-                if not self._pending:
-                    return
-                task = self._pending.popleft()
-            if task.attempts == 0 and not task.future.set_running_or_notify_cancel():
-                _shm.unlink_all(task.segments)  # cancelled before it ran
-                continue
-            task.attempts += 1
-            w.task = task
-            try:
-                w.conn.send_bytes(task.id.to_bytes(8, "little") + task.payload)
-            except OSError:
-                pass  # the worker is dead; its sentinel reports it and the task is retried
+            while w.ready and self._has_room(w):
+                with self._lock:
+                    if not self._pending:
+                        return
+                    if w.tasks and len(self._pending[0].payload) > _QUEUED_PAYLOAD_LIMIT:
+                        break
+                    task = self._pending.popleft()
+                if not task.running:
+                    if not task.future.set_running_or_notify_cancel():
+                        _shm.unlink_all(task.segments)  # cancelled before it ran
+                        continue
+                    task.running = True
+                task.attempts += 1
+                w.tasks.append(task)
+                try:
+                    w.conn.send_bytes(task.id.to_bytes(8, "little") + task.payload)
+                except OSError:
+                    break  # the worker is dead; its sentinel reports it and the task is retried
+
+    @staticmethod
+    def _has_room(w: _Worker) -> bool:
+        """An idle worker takes a task; a busy one a second, small one, which it reads as
+        soon as it answers the first (no idle round trip). Small, so that the write never
+        blocks the dispatcher: both fit in the socket buffer."""
+        if not w.tasks:
+            return True
+        return len(w.tasks) < _TASKS_PER_WORKER and len(w.tasks[0].payload) <= _QUEUED_PAYLOAD_LIMIT
 
     def _receive(self, w: _Worker) -> None:
         try:
@@ -295,8 +313,7 @@ class ProcessExecutor(Executor):
         if not w.ready:
             w.ready = message == _READY
             return
-        task = w.task
-        w.task = None
+        task = w.tasks.popleft() if w.tasks else None
         if task is None or int.from_bytes(message[:8], "little") != task.id:
             _shm.discard(message[message.index(b"|", 8) + 1:])
             return
@@ -322,7 +339,7 @@ class ProcessExecutor(Executor):
             task.future.set_exception(error)
 
     def _on_death(self, w: _Worker) -> None:
-        while w.task is not None:  # an answer sent just before dying still counts
+        while w.tasks:  # an answer sent just before dying still counts
             try:
                 if not w.conn.poll(0):
                     break
@@ -336,7 +353,11 @@ class ProcessExecutor(Executor):
         if self._use_shm:
             _shm.remove_segments(self._owner, w.process.pid)
         self._workers.remove(w)
-        task = w.task
+        task = w.tasks.popleft() if w.tasks else None
+        with self._lock:  # queued behind the one that ran: never started, so no attempt used
+            for queued in reversed(w.tasks):
+                queued.attempts -= 1
+                self._pending.appendleft(queued)
         how = _describe_exit(exitcode)
         if not w.ready:
             # Retrying a worker that cannot start would loop forever: fail loudly instead.
@@ -368,7 +389,7 @@ class ProcessExecutor(Executor):
         with self._lock:
             leftovers = list(self._pending)
             self._pending.clear()
-        leftovers += [w.task for w in self._workers if w.task is not None]
+        leftovers += [task for w in self._workers for task in w.tasks]
         for task in leftovers:
             _shm.unlink_all(task.segments)
             if not task.future.done():
@@ -399,7 +420,7 @@ class ProcessExecutor(Executor):
             self._stopping = True
             if cancel:
                 for task in self._pending:
-                    if task.attempts == 0 and task.future.cancel():
+                    if not task.running and task.future.cancel():
                         _shm.unlink_all(task.segments)
                 self._pending = collections.deque(t for t in self._pending if not t.future.cancelled())
             if timeout is not None:

@@ -155,3 +155,12 @@ def test_context_measures_cores_used_by_threads() -> None:
     assert 0 < ctx.cores_used("serial") <= 1.5
     assert 0 < ctx.cores_used("threads") <= 2.5
     assert ctx.cores_used("missing") == 0.0
+
+
+def test_single_thread_cost_notes_different_optimisation() -> None:
+    gil = _raw("threads_gil", "3.13.1", "3.13.1", [1.0])
+    free = _raw("threads_free", "3.13.1t", "3.13.1", [1.1])
+    gil["interpreter"].update(pgo=True, lto=True)
+    free["interpreter"].update(pgo=False, lto=False)
+    (combined,) = ft_single_thread.combine([gil, free])
+    assert len(combined["notes"]) == 1 and "PGO/LTO" in combined["notes"][0]

@@ -30,6 +30,7 @@ def interpreter_facts() -> dict[str, object]:
     gil_probe = getattr(sys, "_is_gil_enabled", None)
     version = platform.python_version()
     jit, _ = jit_status()
+    config_args = str(sysconfig.get_config_var("CONFIG_ARGS") or "")
     return {
         "executable": sys.executable,
         "version": version,
@@ -37,5 +38,8 @@ def interpreter_facts() -> dict[str, object]:
         "free_threaded": free_threaded,
         "gil_enabled": True if gil_probe is None else bool(gil_probe()),
         "jit_available": jit,
+        # Profile-guided and link-time optimisation change speed by 10-30% on their own.
+        "pgo": "--enable-optimizations" in config_args,
+        "lto": "--with-lto" in config_args,
         "label": f"{version}{'t' if free_threaded else ''}",
     }

@@ -38,6 +38,12 @@ def combine(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 notes.append(f"compares {gv} with {fv}t: the version difference is part of the "
                              "ratio; pass a GIL build of the same version with --python for a "
                              "like-for-like figure")
+            builds = {label: (r["interpreter"].get("pgo"), r["interpreter"].get("lto"))
+                      for label, r in ((g["interpreter"]["label"], g), (f["interpreter"]["label"], f))}
+            if len(set(builds.values())) > 1:
+                notes.append("the two builds differ in PGO/LTO optimisation "
+                             + ", ".join(f"{k}: pgo={v[0]}, lto={v[1]}" for k, v in builds.items())
+                             + "; that difference is part of the ratio")
             out.append({
                 "status": "ok", "reason": "",
                 "samples": {"gil_build": g["samples"]["serial"],

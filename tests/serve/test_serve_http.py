@@ -127,7 +127,7 @@ def test_errors_have_the_right_status(server: Server, client: Client) -> None:
                       ).status_code == 400  # more rows than max_batch_size
     too_big = httpx.post(f"{url}/doubler/infer", content=b"x" * (2 << 20))
     assert too_big.status_code == 413
-    with pytest.raises(ModelError, match="HTTP 500.*always fails"):
+    with pytest.raises(ModelError, match=r"HTTP 500.*always fails"):
         client.infer("broken", {"x": np.zeros((1, 2), np.float32)})
     with pytest.raises(ProtocolError, match="HTTP 400"):
         client.infer("doubler", {"x": np.zeros((1, 2), np.int64)})

@@ -18,7 +18,8 @@ class Metrics:
 
     content_type = "text/plain; version=0.0.4; charset=utf-8"
 
-    def __init__(self, models: list[str], batchers: Callable[[], dict[str, BatcherStatistics]]) -> None:
+    def __init__(self, models: list[str], batchers: Callable[[], dict[str, BatcherStatistics]],
+                 in_flight: Callable[[], int] = lambda: 0) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -46,6 +47,9 @@ class Metrics:
                     running.add_metric([name], s.running_batches)
                     batches.add_metric([name], s.batches)
                 yield depth
+                active = GaugeMetricFamily("weft_requests_in_flight", "Inference requests received and not yet answered.")
+                active.add_metric([], in_flight())
+                yield active
                 yield running
                 yield batches
 

@@ -215,7 +215,8 @@ class Server:
                 described.append(info)
             served: dict[str, ServedModel] = {}
             metrics = Metrics([d["name"] for d in described],
-                              lambda: {n: m.batcher.statistics() for n, m in served.items()})
+                              lambda: {n: m.batcher.statistics() for n, m in served.items()},
+                              lambda: 0 if self._state is None else int(self._state.in_flight))
             batching = BatcherConfig(max_batch_size=cfg.max_batch_size, max_delay=cfg.max_delay_ms / 1000,
                                      queue_size=cfg.queue_size, workers=cfg.workers)
             for ref, info in zip(refs, described, strict=True):

@@ -163,3 +163,19 @@ def test_torch_tensors_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-
     st_torch = pytest.importorskip("safetensors.torch", reason="the safetensors package is not installed here")
     theirs = st_torch.load_file(str(ckpt.latest().path))  # type: ignore[union-attr]
     assert torch.equal(theirs["half"], state["half"])
+
+
+def test_large_state_hashes_beside_the_io(tmp_path, no_leaks: None) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+
+    big = {"w": np.arange(5_000_000, dtype=np.float32), "b": np.ones(3, np.int8)}  # 20 MB: hashed on a worker
+    ckpt = wt.Checkpoints(tmp_path)
+    info = ckpt.save(1, big)
+    assert isinstance(info, wt.CheckpointInfo)
+    assert info.sha256 == hashlib.sha256(info.path.read_bytes()).hexdigest(), "a plain sha256 of the file"
+    np.testing.assert_array_equal(ckpt.restore().tensors["w"], big["w"])
+    with open(info.path, "r+b") as f:
+        f.seek(info.size - 1_000_000)
+        f.write(b"\x00")
+    with pytest.raises(CheckpointError, match=info.path.name):
+        ckpt.restore()

@@ -8,7 +8,6 @@ of them), and a note says how many attempts were made. Exceptions not listed in
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import logging
@@ -237,6 +236,8 @@ def retry(*, attempts: int = 3, on: type[BaseException] | tuple[type[BaseExcepti
 
 async def _async_sleep(sleep: Callable[[float], object] | None, delay: float) -> None:
     if sleep is None:
+        import asyncio  # here, not at the top: `import weft.train` stays light
+
         await asyncio.sleep(delay)
         return
     result = sleep(delay)

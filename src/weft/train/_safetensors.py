@@ -42,6 +42,53 @@ _CHUNK = 64 * 1024 * 1024
 #: A tensor to write: a NumPy array, or (dtype tag, array) for tags NumPy lacks (BF16).
 TensorLike = Any
 
+#: Below this many bytes the digest is computed inline; above, on a helper thread.
+_OVERLAP_MIN = 16 * 1024 * 1024
+_CHUNK_OVERLAP = 8 * 1024 * 1024
+
+
+class _Sha256:
+    """sha256 of a byte stream. For large payloads the hashing runs on one weft worker
+    thread, in order, while the calling thread does the I/O (hashlib and file I/O
+    both release the GIL), so a save or a verified restore costs about
+    max(hash, I/O) instead of their sum. Chunks must not change until ``hexdigest()``."""
+
+    def __init__(self, total: int, prefix: bytes = b"") -> None:
+        self._digest = hashlib.sha256(prefix)
+        self._futures: list[Any] = []
+        self._executor: Any = None
+        if total >= _OVERLAP_MIN:
+            import weft.exec
+
+            self._executor = weft.exec.create("thread", workers=1, reason="sha256 beside the file I/O")
+
+    @property
+    def chunk(self) -> int:
+        return _CHUNK_OVERLAP if self._executor is not None else _CHUNK
+
+    def update(self, data: Any) -> None:
+        if self._executor is None:
+            self._digest.update(data)
+        else:
+            self._futures.append(self._executor.submit(self._digest.update, data))
+
+    def hexdigest(self) -> str:
+        for future in self._futures:
+            future.result()
+        self._futures.clear()
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.close(cancel=True)
+            self._executor = None
+
+    def __enter__(self) -> _Sha256:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _tag_and_array(name: str, value: TensorLike) -> tuple[str, np.ndarray]:
     if isinstance(value, tuple):
@@ -83,19 +130,18 @@ def write_safetensors(f: BinaryIO, tensors: Mapping[str, TensorLike],
         offset += array.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
-    digest = hashlib.sha256()
     prefix = struct.pack("<Q", len(raw)) + raw
-    f.write(prefix)
-    digest.update(prefix)
-    for _name, _tag, array in items:
-        if array.nbytes == 0:
-            continue
-        view = array.reshape(-1).data.cast("B")
-        for start in range(0, len(view), _CHUNK):
-            chunk = view[start:start + _CHUNK]
-            digest.update(chunk)
-            f.write(chunk)
-    return digest.hexdigest(), len(prefix) + offset
+    with _Sha256(offset, prefix) as digest:
+        f.write(prefix)
+        for _name, _tag, array in items:
+            if array.nbytes == 0:
+                continue
+            view = array.reshape(-1).data.cast("B")
+            for start in range(0, len(view), digest.chunk):
+                chunk = view[start:start + digest.chunk]
+                digest.update(chunk)
+                f.write(chunk)
+        return digest.hexdigest(), len(prefix) + offset
 
 
 def save_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, TensorLike],
@@ -136,8 +182,6 @@ def load_safetensors(path: str | os.PathLike[str], *, sha256: str | None = None,
         if n > _MAX_HEADER or 8 + n > actual:
             raise _fail(p, f"corrupted (header length {n} does not fit in {actual} bytes)")
         raw = f.read(n)
-        digest = hashlib.sha256(prefix)
-        digest.update(raw)
         try:
             header = json.loads(raw)
             if not isinstance(header, dict):
@@ -166,17 +210,20 @@ def load_safetensors(path: str | os.PathLike[str], *, sha256: str | None = None,
         if 8 + n + position != actual:
             raise _fail(p, f"truncated or padded ({actual} bytes, header describes {8 + n + position})")
         tensors: dict[str, tuple[str, np.ndarray]] = {}
-        for _begin, _end, name, tag, shape, dtype in entries:
-            array = np.empty(shape, dtype=dtype)
-            if array.nbytes:
-                view = array.reshape(-1).data.cast("B")
-                got = f.readinto(view)
-                if got != len(view):
-                    raise _fail(p, "truncated while reading")
-                digest.update(view)
-            tensors[name] = (tag, array)
-    if sha256 is not None and digest.hexdigest() != sha256:
-        raise _fail(p, "corrupted (sha256 does not match the manifest)")
+        with _Sha256(position if sha256 is not None else 0, prefix + raw) as digest:
+            for _begin, _end, name, tag, shape, dtype in entries:
+                array = np.empty(shape, dtype=dtype)
+                if array.nbytes:
+                    view = array.reshape(-1).data.cast("B")
+                    for start in range(0, len(view), digest.chunk):
+                        chunk = view[start:start + digest.chunk]
+                        if f.readinto(chunk) != len(chunk):
+                            raise _fail(p, "truncated while reading")
+                        if sha256 is not None:
+                            digest.update(chunk)
+                tensors[name] = (tag, array)
+            if sha256 is not None and digest.hexdigest() != sha256:
+                raise _fail(p, "corrupted (sha256 does not match the manifest)")
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise _fail(p, "corrupted (__metadata__ is not a map of strings)")
     return tensors, metadata

@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-PUBLIC_MODULES = ["weft", "weft.errors", "weft.exec", "weft.lab", "weft.runtime", "weft.serve", "weft.train"]
+PUBLIC_MODULES = ["weft", "weft.data", "weft.errors", "weft.exec", "weft.lab", "weft.runtime", "weft.serve", "weft.train"]
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)

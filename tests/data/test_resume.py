@@ -135,7 +135,7 @@ def test_load_rejects_a_state_from_another_pipeline() -> None:
     del it
     with pytest.raises(ResumeError, match="stage 1 'map'"):
         wd.from_range(5).map(w.inc, workers=0).load_state_dict(state)
-    with pytest.raises(ResumeError, match="not a weft.data pipeline state"):
+    with pytest.raises(ResumeError, match=r"not a weft\.data pipeline state"):
         wd.from_range(5).load_state_dict({"stages": None})
 
 

@@ -89,6 +89,14 @@ def verdict(stages: tuple[StageStats, ...], *, consumer_wait_fraction: float, gi
         if worst.busy_fraction >= 0.5:
             return (f"stage {worst.index} `{worst.name}` is the bottleneck: busy {worst.busy_fraction:.0%}, "
                     f"{_advice(worst, gil=gil, cores=cores)}")
+    maps = [s for s in stages if s.kind == "map" and s.backend != "inline"]
+    if maps:
+        slowest = max(maps, key=lambda s: s.wait_downstream_seconds)
+        share = slowest.wait_downstream_seconds / max(slowest.elapsed_seconds, 1e-9)
+        if share >= 0.3:
+            return (f"stage {slowest.index} `{slowest.name}` is the bottleneck: the pipeline waited on its "
+                    f"workers {share:.0%} of the time (busy {slowest.busy_fraction:.0%}), "
+                    f"{_advice(slowest, gil=gil, cores=cores)}")
     source = stages[0]
     first_map = next((s for s in stages if s.kind == "map"), None)
     if first_map is not None and first_map.wait_upstream_seconds > 0.5 * first_map.elapsed_seconds:

@@ -1,0 +1,73 @@
+"""Statistics per stage, the bottleneck verdict and the progress display."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+import data_workloads as w
+import weft.data as wd
+from weft.data._stats import StageStats, verdict
+
+
+def test_stats_per_stage_after_a_pass() -> None:
+    pipe = wd.from_range(100).map(w.inc, workers=2, backend="thread").filter(w.not_div3).batch(10).prefetch(2)
+    assert pipe.stats().verdict.startswith("not started")
+    batches = list(pipe)
+    s = pipe.stats()
+    assert [st.kind for st in s.stages] == ["source", "map", "filter", "batch", "prefetch"]
+    assert [st.index for st in s.stages] == [0, 1, 2, 3, 4]
+    assert s.stages[0].items == 100 and s.stages[1].items == 100
+    assert s.stages[2].items == sum(len(b) for b in batches) == 67
+    assert s.stages[4].items == len(batches) == 7
+    assert all(st.items_per_second > 0 and 0.0 <= st.busy_fraction <= 1.0 for st in s.stages)
+    assert s.stages[1].backend == "thread" and s.stages[1].workers == 2 and "requested" in s.stages[1].reason
+    assert s.elapsed_seconds > 0 and 0.0 <= s.consumer_wait_fraction <= 1.0
+    text = str(s)
+    assert "inc" in text and s.verdict in text
+
+
+def test_stats_while_running() -> None:
+    pipe = wd.from_range(1000).map(w.inc, workers=2, backend="thread")
+    it = iter(pipe)
+    for _ in range(10):
+        next(it)
+    assert pipe.stats().stages[-1].items == 10
+    del it
+
+
+def _stage(index: int, name: str, *, kind: str = "map", busy: float = 0.0, backend: str = "thread",
+           workers: int = 4, wait_down: float = 0.0) -> StageStats:
+    return StageStats(index=index, name=name, kind=kind, items=100, items_per_second=10.0, busy_fraction=busy,
+                      wait_upstream_seconds=0.0, wait_downstream_seconds=wait_down, elapsed_seconds=10.0,
+                      backend=backend, workers=workers)
+
+
+@pytest.mark.parametrize(("stages", "wait", "gil", "expected"), [
+    ((_stage(0, "files", kind="source"), _stage(1, "read", busy=0.1), _stage(2, "decode", busy=0.97)),
+     0.8, True, "stage 2 `decode` is the bottleneck: busy 97%, GIL-bound on threads, try backend='process'"),
+    ((_stage(0, "files", kind="source"), _stage(1, "decode", busy=0.97, backend="process", workers=2)),
+     0.8, True, "all 2 cores are busy"),
+    ((_stage(0, "files", kind="source"), _stage(1, "decode", busy=0.9, backend="auto:thread", workers=1)),
+     0.8, False, "give it more workers"),
+    ((_stage(0, "files", kind="source"), _stage(1, "decode", busy=0.2)),
+     0.05, True, "the consumer is the bottleneck"),
+    ((_stage(0, "files", kind="source"), _stage(1, "decode", busy=0.2, backend="process", wait_down=8.0)),
+     0.9, True, "stage 1 `decode` is the bottleneck: the pipeline waited on its workers 80%"),
+])
+def test_verdict_names_the_bottleneck(stages: tuple[StageStats, ...], wait: float, gil: bool,
+                                      expected: str) -> None:
+    assert expected in verdict(stages, consumer_wait_fraction=wait, gil=gil, cores=2)
+
+
+def test_progress_yields_everything_and_prints_the_verdict() -> None:
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=120, force_terminal=False)
+    pipe = wd.from_range(200).map(w.inc, workers=2, backend="thread")
+    assert list(wd.progress(pipe, total=200, console=console)) == list(range(1, 201))
+    out = buffer.getvalue()
+    assert "200/200" in out and pipe.stats().verdict[:30] in out
+    assert sum(1 for _ in pipe.progress(total=200)) == 200

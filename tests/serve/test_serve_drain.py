@@ -8,9 +8,9 @@ import signal
 
 import httpx
 import numpy as np
+from serve_subprocess import weft_serve
 
 from conftest import wait_until
-from serve_subprocess import weft_serve
 from weft.serve import encode_request
 
 

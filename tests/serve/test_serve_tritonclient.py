@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from serve_subprocess import weft_serve
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] has no wheel for this interpreter")

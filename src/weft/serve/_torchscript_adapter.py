@@ -40,9 +40,14 @@ class TorchScriptModel:
         self._module: Any = None
 
     def load(self) -> None:
+        import warnings
+
         import torch
 
-        self._module = torch.jit.load(self.path, map_location="cpu")  # type: ignore[no-untyped-call]
+        with warnings.catch_warnings():
+            # recent torch deprecates TorchScript; loading existing files still works
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._module = torch.jit.load(self.path, map_location="cpu")  # type: ignore[no-untyped-call]
         self._module.eval()
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

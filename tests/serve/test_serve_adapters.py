@@ -1,0 +1,124 @@
+"""Model adapters (python specs, ONNX, TorchScript) and the process backend."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+from weft.errors import ConfigError, ModelError
+from weft.serve import Client, Server, ServerConfig, adapter_names, load_model, serve_in_thread
+from weft.serve._server import choose_backend
+
+
+def test_python_specs_by_file_module_and_object() -> None:
+    import serve_workloads as sw
+
+    for spec in ("tests/serve_workloads.py:Doubler", "serve_workloads:Doubler", sw.Doubler, sw.Doubler()):
+        model = load_model(spec)
+        assert model.name == "doubler" and model.platform == "python"
+        np.testing.assert_array_equal(model.predict({"x": np.ones((2, 2), np.float32)})["y"], np.full((2, 2), 2))
+    renamed = load_model("twice=serve_workloads:Doubler")
+    assert renamed.name == "twice"
+    function = load_model("serve_workloads:echo")
+    assert function.name == "echo" and function.inputs == ()
+    assert set(adapter_names()) >= {"python", "onnx", "torchscript"}
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nowhere.py:Model", "does not exist"), ("serve_workloads:Nope", "has no attribute"),
+    ("not_a_module_xyz:Model", "cannot import"), ("model.bin", "no model adapter"),
+    ("missing.onnx", "does not exist"),
+])
+def test_bad_specs_say_what_is_wrong(spec: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_model(spec)
+
+
+def test_load_failures_are_model_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "bad.py"
+    path.write_text("class M:\n    def load(self):\n        raise OSError('weights missing')\n"
+                    "    def predict(self, inputs):\n        return inputs\n")
+    with pytest.raises(ModelError, match="weights missing"):
+        load_model(f"{path}:M")
+
+
+def _onnx_mlp(path: str) -> tuple[np.ndarray, np.ndarray]:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4, 3)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])], "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return w, b
+
+
+def test_onnx_model_is_served(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("onnxruntime")
+    path = str(tmp_path / "tiny.onnx")
+    w, b = _onnx_mlp(path)
+    assert choose_backend(ServerConfig(), [path])[0] == "thread"
+    with serve_in_thread([path], ServerConfig(port=0, max_batch_size=8)) as url, Client(url) as client:
+        meta = client.model_metadata("tiny")
+        assert meta["platform"] == "onnxruntime_onnx"
+        assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
+        x = np.arange(8, dtype=np.float32).reshape(2, 4)
+        np.testing.assert_allclose(client.infer("tiny", {"x": x})["y"], x @ w + b, rtol=1e-5)
+
+
+def test_torchscript_model_is_served(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    torch = pytest.importorskip("torch", reason="torch is installed only on the GIL interpreter")
+
+    class Net(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 3 - 1
+
+    path = str(tmp_path / "net.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript creation
+        torch.jit.script(Net()).save(path)
+    with serve_in_thread([path], ServerConfig(port=0)) as url, Client(url) as client:
+        assert client.model_metadata("net")["platform"] == "pytorch_libtorch"
+        x = np.ones((2, 5), np.float32)
+        np.testing.assert_array_equal(client.infer("net", {"INPUT__0": x})["OUTPUT__0"], x * 3 - 1)
+
+
+@pytest.fixture
+def tracker() -> None:
+    """Spawned workers start multiprocessing's resource tracker, which lives as long as this
+    process: start it first so that no_leaks does not count it."""
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+
+
+def test_process_backend_runs_models_in_worker_processes_with_shared_memory(tracker: None, no_leaks: None) -> None:
+    config = ServerConfig(port=0, backend="process", workers=2, max_batch_size=64, max_delay_ms=1)
+    with Server(["tests/serve_workloads.py:HoldsGil", "tests/serve_workloads.py:Doubler"], config) as server, \
+            Client(server.url) as client:
+        assert server.statistics().backend == "process"
+        out = client.infer("pyloop", {"x": np.array([[1, 2, 3], [4, 5, 6]], np.int64)})
+        np.testing.assert_array_equal(out["total"], [6, 15])
+        assert int(out["pid"][0]) != os.getpid(), "the model ran in a worker process"
+        big = np.random.default_rng(0).standard_normal((64, 1024)).astype(np.float32)  # 256 KiB: shared memory
+        np.testing.assert_array_equal(client.infer("doubler", {"x": big})["y"], 2 * big)
+
+
+def test_auto_backend_rule() -> None:
+    import sys
+
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    backend, reason = choose_backend(ServerConfig(), ["tests/serve_workloads.py:HoldsGil"])
+    assert backend == ("process" if gil else "thread") and reason
+    assert choose_backend(ServerConfig(), ["examples/mlp.py:Model"])[0] == "thread"
+    assert choose_backend(ServerConfig(backend="process"), ["examples/mlp.py:Model"])[0] == "process"

@@ -96,6 +96,9 @@ def markdown(rows: list[dict[str, Any]], summary: dict[str, Any], meta: dict[str
            "epoch; parallel efficiency = items/s / (cores x serial items/s); CPU = user+system seconds of the "
            "whole process tree; peak RSS = largest sum over the tree's processes, sampled every 20 ms "
            "(PSS, every 200 ms, splits pages that forked workers share).\n"]
+    out.append("#### Summary (items/s, peak RSS of the process tree, weft's backend)\n")
+    out.append(compact(rows, summary))
+    out.append("3.13t rows compare with the 3.11 DataLoader: torch does not install on 3.13t here.\n")
     for wl, description in meta["workloads"].items():
         out.append(f"#### {wl}: {description}\n")
         out.append(table(rows, wl))
@@ -159,3 +162,33 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def compact(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
+    """The short table for README.md: items/s (and peak RSS) per contender, one row per workload/python."""
+    columns = ["serial loop", "weft", "DataLoader", "torchdata.nodes", "SPDL (MT)", "SPDL (MP)", "Grain"]
+    out = ["| workload | python | " + " | ".join(columns) + " | weft vs best peer | weft vs DataLoader |",
+           "|---|---|" + "---:|" * (len(columns) + 2)]
+    for wl in ("images", "text", "io"):
+        for interp in ("gil", "ft"):
+            subset = {r["label"]: r for r in rows if r["workload"] == wl and r["interpreter"] == interp and r.get("ok")}
+            if not subset:
+                continue
+            python = next(iter(subset.values()))["python"]
+            cells = []
+            for c in columns:
+                r = subset.get(c)
+                if r is None:
+                    cells.append("-")
+                    continue
+                text = f"{_rate(r):,.0f}/s<br>{r['peak_rss_bytes'] / MB:,.0f} MB"
+                if c == "weft" and r.get("weft_backend"):
+                    text += f"<br>{r['weft_backend']}"
+                cells.append(text)
+            weft = subset.get("weft")
+            peers = [r for r in subset.values() if r["contender"] in PEERS]
+            best = max(peers, key=_rate) if peers else None
+            vs_best = f"{_rate(weft) / _rate(best):.2f}x" if weft and best else "-"
+            vs_dl = _fmt(weft.get("vs_dataloader") if weft else None, ".2f", "x")
+            out.append(f"| {wl} | {python} | " + " | ".join(cells) + f" | {vs_best} | {vs_dl} |")
+    return "\n".join(out) + "\n"

@@ -73,6 +73,9 @@ def _advice(stage: StageStats, *, gil: bool, cores: int) -> str:
         return "GIL-bound on threads, try backend='process' or more workers"
     if stage.workers < cores:
         return f"try more workers ({stage.workers} now, {cores} cores)"
+    if stage.busy_fraction < 0.8:
+        return ("its workers are not saturated: moving items or start-up costs the rest; "
+                "try backend='thread' or fewer, larger items")
     return f"all {cores} cores are busy: make the function cheaper or add machines"
 
 
@@ -94,9 +97,12 @@ def verdict(stages: tuple[StageStats, ...], *, consumer_wait_fraction: float, gi
         slowest = max(maps, key=lambda s: s.wait_downstream_seconds)
         share = slowest.wait_downstream_seconds / max(slowest.elapsed_seconds, 1e-9)
         if share >= 0.3:
+            advice = _advice(slowest, gil=gil, cores=cores)
+            if slowest.busy_fraction < 0.5:
+                advice = ("yet its workers were idle half the time or more: start-up or moving items "
+                          "dominates (a short run, or large items sent to processes); try backend='thread'")
             return (f"stage {slowest.index} `{slowest.name}` is the bottleneck: the pipeline waited on its "
-                    f"workers {share:.0%} of the time (busy {slowest.busy_fraction:.0%}), "
-                    f"{_advice(slowest, gil=gil, cores=cores)}")
+                    f"workers {share:.0%} of the time (busy {slowest.busy_fraction:.0%}), {advice}")
     source = stages[0]
     first_map = next((s for s in stages if s.kind == "map"), None)
     if first_map is not None and first_map.wait_upstream_seconds > 0.5 * first_map.elapsed_seconds:

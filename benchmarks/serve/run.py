@@ -293,7 +293,9 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, body: bytes, kind: str, 
                 raise RuntimeError(f"wrong answer: {got.ravel()[:4]} expected {expected.ravel()[:4]}")
             return time.monotonic() - t0
         last = (status, doc)
-        if status in (400, 405, 415, 422):  # the request itself is wrong: waiting will not help
+        # The request itself is wrong: waiting will not help. (Not 400: MLServer answers
+        # 400 "Model mlp is not ready yet" while it loads.)
+        if status in (405, 415, 422):
             raise RuntimeError(f"refused the benchmark request: {status} {doc!r:.300}")
         time.sleep(0.2)
     raise RuntimeError(f"not ready after {timeout:.0f} s (last: {last!r:.300})")
@@ -418,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-overload", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--no-readme", action="store_true", help="do not update README.md")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other servers' results from an earlier serve.json in --out")
     args = ap.parse_args(argv)
     args.duration = args.duration or (5.0 if args.quick else 10.0)
     args.warmup = 2.0 if args.quick else 3.0
@@ -445,18 +449,33 @@ def main(argv: list[str] | None = None) -> int:
         targets.sort(key=lambda t: (t.server == "weft-3.13t", kinds.index(t.kind), order.index(t.server)))
         logs = model.DATA / "logs"
         records: list[dict[str, Any]] = []
+        earlier: list[dict[str, Any]] = []
+        if args.merge and (args.out / "serve.json").exists():
+            doc = json.loads((args.out / "serve.json").read_text())
+            earlier = doc["servers"]
+            problems.update({k: v for k, v in doc.get("not_installed", {}).items() if k not in problems})
         for t in targets:
             records.append(bench_target(t, wrk, bodies, expected, args, logs))
             # Written after every server, so an interrupted run still leaves its numbers.
-            write_results(args, wrk, servers, kinds, problems, records, t_start, final=False)
-    result = write_results(args, wrk, servers, kinds, problems, records, t_start, final=True)
+            write_results(args, wrk, problems, merged(earlier, records), t_start, final=False)
+    result = write_results(args, wrk, problems, merged(earlier, records), t_start, final=True)
     return 0 if all(r["status"] == "ok" for r in result["servers"]) else 1
 
 
-def write_results(args: argparse.Namespace, wrk: str, servers: list[str], kinds: list[str],
-                  problems: dict[str, str], records: list[dict[str, Any]], t_start: float, *,
-                  final: bool) -> dict[str, Any]:
-    complete = {"weft", "litserve", "mlserver", "fastapi"} <= set(servers) and set(kinds) == {"numpy", "onnx"}
+def merged(earlier: list[dict[str, Any]], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """This run's records plus earlier ones for servers/models not run now, in table order."""
+    ran = {(r["server"], r["model"]) for r in records}
+    out = [r for r in earlier if (r["server"], r["model"]) not in ran] + records
+    order = ["weft", "litserve", "mlserver", "fastapi", "weft-3.13t"]
+    out.sort(key=lambda r: (r["server"] == "weft-3.13t", r["model"] != "numpy",
+                            order.index(r["server"]) if r["server"] in order else 99))
+    return out
+
+
+def write_results(args: argparse.Namespace, wrk: str, problems: dict[str, str], records: list[dict[str, Any]],
+                  t_start: float, *, final: bool) -> dict[str, Any]:
+    have = {(r["server"], r["model"]) for r in records if r["status"] == "ok"}
+    complete = all((s, k) in have for s in ("weft", "litserve", "mlserver", "fastapi") for k in ("numpy", "onnx"))
     result: dict[str, Any] = {
         "benchmark": "serve",
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -481,12 +500,12 @@ def write_results(args: argparse.Namespace, wrk: str, servers: list[str], kinds:
     (args.out / "serve.json").write_text(json.dumps(result, indent=2) + "\n")
     md = _report.markdown(result)
     (args.out / "serve.md").write_text(md)
-    if not final:
-        return result
     try:
         _report.plot(result, args.out / "serve.png")
     except Exception as e:
         print(f"plot failed: {e}", file=sys.stderr)
+    if not final:
+        return result
     if not args.no_readme and not result["partial"]:
         _report.update_readme(ROOT / "README.md", md)
     print()

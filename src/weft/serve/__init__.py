@@ -32,11 +32,11 @@ if TYPE_CHECKING:
     from weft.serve._types import DATATYPES, Model, TensorSpec
 
 __all__ = [
-    "DATATYPES",
     "Batcher",
     "BatcherConfig",
     "BatcherStatistics",
     "Client",
+    "DATATYPES",
     "InferRequest",
     "InferResponse",
     "LoadedModel",

@@ -149,3 +149,27 @@ def test_thread_close_cancels_queued_work(no_leaks: None) -> None:
     assert first.result() is True
     assert not closer.is_alive(), "close() must return once the running call finishes"
     assert all(f.cancelled() for f in queued)
+
+
+def test_thread_close_racing_submit_never_strands_work(no_leaks: None) -> None:
+    """Every future submitted while another thread closes either finishes or is cancelled."""
+    def submitter(ex: weft.exec.Executor, barrier: threading.Barrier, futures: list) -> None:  # type: ignore[type-arg]
+        barrier.wait()
+        for i in range(20):
+            try:
+                futures.append(ex.submit(workloads.square, i))
+            except ExecutorClosed:
+                return
+
+    for _ in range(50):
+        ex = weft.exec.create("thread", workers=2)
+        barrier = threading.Barrier(2)
+        futures: list = []  # type: ignore[type-arg]
+        thread = threading.Thread(target=submitter, args=(ex, barrier, futures))
+        thread.start()
+        barrier.wait()
+        ex.close()
+        thread.join(10)
+        assert not thread.is_alive()
+        for future in futures:
+            assert future.cancelled() or future.result(timeout=10) is not None

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from weft.errors import ExecutorClosed
 from weft.exec._base import Executor
 
 R = TypeVar("R")
@@ -32,17 +33,16 @@ class ThreadExecutor(Executor):
         self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
+        self._stopped = False  # set under _start_lock, so no thread starts after close() signals
         self._name = f"weft-thread-{next(_pool_ids)}"
 
     def _ensure_started(self) -> None:
-        if len(self._threads) == self.workers:
-            return
-        with self._start_lock:
-            while len(self._threads) < self.workers:
-                thread = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads)}",
-                                          daemon=True)
-                thread.start()
-                self._threads.append(thread)
+        """Start the worker threads; the caller holds ``_start_lock``."""
+        while len(self._threads) < self.workers:
+            thread = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads)}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def _work(self) -> None:
         while True:
@@ -65,12 +65,17 @@ class ThreadExecutor(Executor):
             del task, future, fn, args, kwargs
 
     def _submit(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[R]:
-        self._ensure_started()
         future: Future[R] = Future()
-        self._queue.put((future, fn, args, kwargs))
+        with self._start_lock:  # never queue behind the stop signals of a concurrent close()
+            if self._stopped:
+                raise ExecutorClosed("this thread executor is closed: create a new one to submit work")
+            self._ensure_started()
+            self._queue.put((future, fn, args, kwargs))
         return future
 
     def _shutdown(self, *, cancel: bool, timeout: float | None) -> None:
+        with self._start_lock:
+            self._stopped = True
         if cancel:
             while True:
                 try:

@@ -73,6 +73,10 @@ def _advice(stage: StageStats, *, gil: bool, cores: int) -> str:
         return "GIL-bound on threads, try backend='process' or more workers"
     if stage.workers < cores:
         return f"try more workers ({stage.workers} now, {cores} cores)"
+    if stage.workers > cores and stage.busy_fraction >= 0.8:
+        # more threads than cores are all busy: they wait (I/O) or they compute; say both
+        return (f"all {stage.workers} workers are busy: if its calls wait on I/O, add workers "
+                "(threads overlap waits); if they compute, make the function cheaper")
     if stage.busy_fraction < 0.8:
         return ("its workers are not saturated: moving items or start-up costs the rest; "
                 "try backend='thread' or fewer, larger items")

@@ -12,7 +12,7 @@ EXTRAS := dev,serve,onnx
 # ruff and mypy run on the GIL leg only (mypy has no free-threaded wheel).
 FT_EXTRAS := test,serve,onnx
 # Test peers installed where a wheel exists for the interpreter; their tests skip otherwise.
-OPTIONAL := safetensors tritonclient[http] numba onnx httptools uvloop
+OPTIONAL := safetensors tritonclient[http] numba onnx httptools uvloop orjson
 PIP_QUIET := --quiet --disable-pip-version-check
 
 .PHONY: demo test test-gil test-ft lint bench clean

@@ -192,6 +192,7 @@ class App:
             raise HTTPError(503, "the server is shutting down or not ready: retry on another replica",
                             [(b"retry-after", b"1")])
         try:
+            model.batcher.admit()  # refuse before decoding: a 503 must cost next to nothing
             request = decode_request(body, header_length)
             inputs = _validate(model, request)
             deadline = _deadline(request, self.state.timeout_s)

@@ -22,6 +22,12 @@ import numpy as np
 from weft.errors import ProtocolError
 from weft.serve._types import DATATYPES, datatype_of
 
+_orjson: Any
+try:  # optional speed-up; no wheel for every interpreter (none for 3.13t)
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
+
 __all__ = [
     "InferRequest", "InferResponse", "RequestedOutput", "decode_request", "decode_response",
     "encode_request", "encode_response", "tensor_from_bytes", "tensor_to_bytes",
@@ -205,6 +211,20 @@ def tensor_to_json(array: np.ndarray) -> list[Any] | None:
 
 
 # --------------------------------------------------------------------------- bodies
+def _parse_json(text: bytes) -> Any:
+    """orjson when installed (about 10x faster on tensor bodies), else the stdlib.
+
+    orjson refuses NaN and Infinity, which the stdlib (and so tritonclient) accepts:
+    such bodies fall back to the stdlib, so both parsers accept the same documents.
+    """
+    if _orjson is not None:
+        try:
+            return _orjson.loads(text)
+        except ValueError:
+            pass
+    return json.loads(text)
+
+
 def _load_json(body: bytes | memoryview, header_length: int | None) -> tuple[dict[str, Any], memoryview]:
     view = memoryview(body)
     if header_length is None:
@@ -212,7 +232,7 @@ def _load_json(body: bytes | memoryview, header_length: int | None) -> tuple[dic
     elif not 0 <= header_length <= len(view):
         raise ProtocolError(f"Inference-Header-Content-Length {header_length} is outside the body of {len(view)} bytes")
     try:
-        doc = json.loads(bytes(view[:header_length]))
+        doc = _parse_json(bytes(view[:header_length]))
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):

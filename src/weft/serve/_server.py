@@ -228,7 +228,11 @@ class Server:
             state = State(models=served, metrics=metrics, timeout_s=cfg.timeout_s, max_body_bytes=cfg.max_body_bytes,
                           token=cfg.token, server_version=weft.__version__)
             self._state = state
-            sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET, socket.SOCK_STREAM)
+            # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only
+            # when the listening socket says so; with proto 0, Nagle plus delayed ACKs add ~40 ms
+            # per keep-alive response (uvloop hides it; the stdlib loop on 3.13t does not).
+            sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET, socket.SOCK_STREAM,
+                                 socket.IPPROTO_TCP)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((cfg.host, cfg.port))
             sock.set_inheritable(True)

@@ -28,7 +28,7 @@ $(VENV)/.stamp: pyproject.toml Makefile
 
 demo: $(VENV)/.stamp
 	$(VENV)/bin/weft doctor
-	$(VENV)/bin/python examples/parallel_map.py
+	$(VENV)/bin/weft demo
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check src tests benchmarks examples

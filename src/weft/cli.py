@@ -67,7 +67,7 @@ def doctor(
         backends.add_row(words.get(choice.workload, choice.workload), choice.backend, choice.reason)
     console.print(backends)
     console.print("backend='auto' on a map measures the function itself: threads if it waits or "
-                  "releases the GIL (threads use >= 1.5 cores), otherwise processes; threads whenever the GIL is off.")
+                  "releases the GIL (threads use >= 1.5 cores at >= 60% efficiency), otherwise processes; threads whenever the GIL is off.")
 
 
 def _yes(value: bool) -> str:

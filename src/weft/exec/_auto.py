@@ -8,7 +8,8 @@ The rule:
 3. Otherwise, :meth:`AutoExecutor.map` calibrates on the first items of the input
    (see :func:`calibrate`): calls that mostly wait (I/O) use threads; CPU-bound calls
    run a few rounds on ``workers`` threads, and if the process then used at least 1.5
-   cores (or all usable cores, if fewer) the function releases the GIL: threads.
+   cores (or all usable cores, if fewer) and the threads reached 60% of ideal speed-up,
+   the function releases the GIL: threads.
    Otherwise it holds the GIL: processes. Calls so short that inter-process transfer
    would dominate (< 50 us) stay on threads.
 
@@ -54,16 +55,19 @@ def _interpreter_rule(workers: int) -> Calibration | None:
 
 
 def calibrate(fn: Callable[[T], R], items: Iterator[tuple[int, T]], *, workers: int,
-              min_parallel_cores: float = 1.5, min_process_item_seconds: float = 50e-6,
+              min_parallel_cores: float = 1.5, min_thread_efficiency: float = 0.6,
+              min_process_item_seconds: float = 50e-6,
               budget_seconds: float = 0.25) -> tuple[Calibration, list[tuple[int, R]]]:
     """Measure ``fn`` on items from ``items`` (pairs of index and item).
 
     Serially, it times calls on the wall clock and on the thread's CPU clock: a call
     that spends most of its time off the CPU is waiting (I/O) and threads overlap the
     waits. A CPU-bound call is then run on ``workers`` threads: if the process used at
-    least ``min_parallel_cores`` cores meanwhile, the call releases the GIL and threads
-    win; a GIL-bound call cannot use much more than one core, however busy or idle the
-    machine, which makes CPU use a steadier signal than wall-clock speed-up alone.
+    least ``min_parallel_cores`` cores meanwhile AND the threads reached
+    ``min_thread_efficiency`` of ideal speed-up, the call releases the GIL and threads
+    win. A GIL-bound call cannot use much more than one core, however busy or idle the
+    machine; requiring real speed-up as well guards against CPU time that other threads
+    of the process spent in the same window.
 
     Returns the decision and the ``(index, result)`` pairs computed while measuring.
     """
@@ -120,7 +124,9 @@ def calibrate(fn: Callable[[T], R], items: Iterator[tuple[int, T]], *, workers: 
     cores = min(workers, runtime.usable_cores())
     efficiency = (len(batch) / wall) / (cores / per_item)
     measured = f"threads used {cores_used:.1f} of {cores} cores ({efficiency:.0%} parallel efficiency)"
-    if cores_used >= min(min_parallel_cores, cores):
+    # Both signals must agree. CPU use alone can be inflated by other threads of this
+    # process working meanwhile; wall-clock efficiency alone by other load on the machine.
+    if cores_used >= min(min_parallel_cores, cores) and efficiency >= min_thread_efficiency:
         return Calibration(backend="thread", serial_seconds_per_item=per_item, thread_efficiency=efficiency,
                            reason=f"{measured}: the function releases the GIL, so threads run it in parallel"), done
     return Calibration(backend="process", serial_seconds_per_item=per_item, thread_efficiency=efficiency,

@@ -19,6 +19,9 @@ __all__ = ["Prefetch"]
 
 _END = object()
 
+#: How often a reader blocked on an empty queue checks that it can still be filled.
+_RECHECK_SECONDS = 0.1
+
 
 class _Failure:
     __slots__ = ("exc",)
@@ -49,6 +52,10 @@ def _pump(node: Prefetch, up: Node, q: queue.Queue[Any], stop: threading.Event) 
         if message is _END or type(message) is _Failure:
             return
         del message
+    try:  # stopped: leave an end marker, so a reader blocked on this queue wakes up
+        q.put_nowait(_END)
+    except queue.Full:
+        pass
 
 
 class Prefetch(Node):
@@ -82,7 +89,7 @@ class Prefetch(Node):
             message = q.get_nowait()
         except queue.Empty:
             start = time.perf_counter()
-            message = q.get()
+            message = self._wait(q)
             self.wait_up += time.perf_counter() - start
         if message is _END:
             self._halt()
@@ -93,6 +100,23 @@ class Prefetch(Node):
         key, value, self._state = message
         self.items += 1
         return key, value
+
+    def _wait(self, q: queue.Queue[Any]) -> Any:
+        """Block for the next message; a queue that can no longer receive one ends the pass.
+
+        That happens when another thread halted or restarted this stage while we waited
+        (closing a pipeline whose prefetch stages are nested): never wait forever on it.
+        """
+        while True:
+            try:
+                return q.get(timeout=_RECHECK_SECONDS)
+            except queue.Empty:
+                pump = self._pump
+                if q is not self._queue or (self._stop.is_set() and (pump is None or pump.done())):
+                    try:  # a last message may have landed since the timeout
+                        return q.get_nowait()
+                    except queue.Empty:
+                        return _END
 
     def _halt(self) -> None:
         """Stop the pump thread (it exits after at most one more item) and wait for it."""

@@ -139,10 +139,16 @@ def retry(*, attempts: int = 3, on: type[BaseException] | tuple[type[BaseExcepti
                 on_retry(RetryEvent(function=name, attempt=failures, error=error, delay=delay, elapsed=elapsed))
             return delay
 
-        def gave_up(errors: list[BaseException]) -> BaseException:
-            with state.lock:
-                state.gave_up += 1
-            return _give_up(errors, len(errors), name)
+        def after_failure(errors: list[BaseException], error: BaseException, started: float) -> float:
+            """Record ``error``; return the delay before the next attempt, or raise if giving up."""
+            errors.append(error)
+            delay = next_delay(len(errors), error, started)
+            if delay is None:
+                with state.lock:
+                    state.gave_up += 1
+                final = _give_up(errors, len(errors), name)
+                raise final from final.__cause__
+            return delay
 
         def count_call() -> float:
             with state.lock:
@@ -159,11 +165,7 @@ def retry(*, attempts: int = 3, on: type[BaseException] | tuple[type[BaseExcepti
                     try:
                         return await fn(*args, **kwargs)
                     except policy.on as exc:
-                        errors.append(exc)
-                        delay = next_delay(len(errors), exc, started)
-                        if delay is None:
-                            error = gave_up(errors)
-                            raise error from error.__cause__
+                        delay = after_failure(errors, exc, started)
                     await _async_sleep(sleep, delay)
             wrapper = async_wrapper
         elif kind == "generator":
@@ -178,11 +180,7 @@ def retry(*, attempts: int = 3, on: type[BaseException] | tuple[type[BaseExcepti
                     except StopIteration as stop:
                         return stop.value
                     except policy.on as exc:
-                        errors.append(exc)
-                        delay = next_delay(len(errors), exc, started)
-                        if delay is None:
-                            error = gave_up(errors)
-                            raise error from error.__cause__
+                        delay = after_failure(errors, exc, started)
                         (sleep or time.sleep)(delay)
                         continue
                     yield first
@@ -200,11 +198,7 @@ def retry(*, attempts: int = 3, on: type[BaseException] | tuple[type[BaseExcepti
                     except StopAsyncIteration:
                         return
                     except policy.on as exc:
-                        errors.append(exc)
-                        delay = next_delay(len(errors), exc, started)
-                        if delay is None:
-                            error = gave_up(errors)
-                            raise error from error.__cause__
+                        delay = after_failure(errors, exc, started)
                         await _async_sleep(sleep, delay)
                         continue
                     yield first
@@ -221,11 +215,7 @@ def retry(*, attempts: int = 3, on: type[BaseException] | tuple[type[BaseExcepti
                     try:
                         return fn(*args, **kwargs)
                     except policy.on as exc:
-                        errors.append(exc)
-                        delay = next_delay(len(errors), exc, started)
-                        if delay is None:
-                            error = gave_up(errors)
-                            raise error from error.__cause__
+                        delay = after_failure(errors, exc, started)
                     (sleep or time.sleep)(delay)
             wrapper = sync_wrapper
         wrapper.statistics = state.statistics

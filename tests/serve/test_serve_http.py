@@ -223,6 +223,53 @@ def test_overload_answers_503_at_once_and_200_for_the_rest() -> None:
     assert all(ra == "1" for s, ra in zip(statuses, retry_after, strict=True) if s == 503)
 
 
+def test_a_refusal_keeps_the_connection_open_and_is_counted() -> None:
+    """A 503 for a full queue leaves the keep-alive connection usable (no reconnect under
+    overload), carries Retry-After, and shows in the statistics and the metrics."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    gate = sw.Gate()
+    config = ServerConfig(port=0, max_batch_size=1, max_delay_ms=0, workers=1, queue_size=1, backend="thread")
+    body, _ = encode_request({"x": np.zeros((1, 4), np.float32)}, binary=False)
+    try:
+        with Server([gate], config) as server:
+            def call() -> None:
+                httpx.post(f"{server.url}/v2/models/gate/infer", content=body, timeout=60)
+
+            running = threading.Thread(target=call)
+            running.start()
+            assert gate.entered.wait(30)
+            queued = threading.Thread(target=call)
+            queued.start()
+            assert wait_until(lambda: server.statistics().models["gate"].queued == 1, timeout=30)
+            address = urlsplit(server.url)
+            conn = http.client.HTTPConnection(address.hostname or "", address.port, timeout=60)
+            try:
+                conn.request("POST", "/v2/models/gate/infer", body=body, headers={"Content-Type": "application/json"})
+                refused = conn.getresponse()
+                assert refused.status == 503 and refused.getheader("retry-after") == "1"
+                assert "queue is full" in json.loads(refused.read())["error"]
+                assert refused.getheader("connection") is None and not refused.will_close
+                sock = conn.sock
+                gate.open()
+                running.join()
+                queued.join()
+                conn.request("POST", "/v2/models/gate/infer", body=body, headers={"Content-Type": "application/json"})
+                accepted = conn.getresponse()
+                assert accepted.status == 200 and json.loads(accepted.read())["outputs"][0]["data"] == [1.0] * 4
+                assert conn.sock is sock, "the refused request's connection was reused"
+            finally:
+                conn.close()
+            stats = server.statistics().models["gate"]
+            assert stats.rejected == 1 and stats.completed == 3
+            text = httpx.get(f"{server.url}/metrics").text
+            assert 'weft_rejections_total{model="gate",reason="overloaded"} 1.0' in text
+            assert 'weft_requests_total{model="gate",status="503"} 1.0' in text
+    finally:
+        gate.open()
+
+
 def test_timeout_answers_504_and_drops_the_request_before_compute() -> None:
     gate = sw.Gate()
     config = ServerConfig(port=0, max_batch_size=1, max_delay_ms=0, workers=1, backend="thread", timeout_s=30)

@@ -9,6 +9,7 @@ infer routes so the OpenAPI document is complete.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -37,6 +38,7 @@ Send = Callable[[Message], Awaitable[None]]
 VERSION = "1"
 _JSON = b"application/json"
 _OCTET = b"application/octet-stream"
+_NOT_READY = "the server is shutting down or not ready: retry on another replica"
 
 
 @dataclass(eq=False)
@@ -155,6 +157,15 @@ class App:
         try:
             try:
                 model = self.model(name, version)
+                refusal = self._refusal(model)
+                if refusal is not None:
+                    # Refused before the body is read or a disconnect watcher starts: under
+                    # overload most requests end here, and every cycle they do not spend is
+                    # one an accepted request gets. The connection stays open (keep-alive).
+                    status = 503
+                    await send(refusal[0])
+                    await send(refusal[1])
+                    return
                 header_length = _header_length(scope["headers"])
                 body = await _read_body(scope, receive, state.max_body_bytes)
                 watcher = asyncio.ensure_future(receive())
@@ -185,12 +196,21 @@ class App:
             if state.in_flight == 0:
                 state.idle.set()
 
+    def _refusal(self, model: ServedModel) -> tuple[Message, Message] | None:
+        """The pre-built 503 when ``model`` takes no request now (draining, not ready, queue full)."""
+        if self.state.draining or not self.state.ready:
+            return _prebuilt(503, _NOT_READY)
+        try:
+            model.batcher.admit()
+        except Overloaded as exc:
+            return _prebuilt(503, str(exc))
+        return None
+
     async def infer(self, model: ServedModel, body: bytes, header_length: int | None
                     ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         """Decode, validate, batch, encode; HTTPError for every refusal."""
         if self.state.draining or not self.state.ready:
-            raise HTTPError(503, "the server is shutting down or not ready: retry on another replica",
-                            [(b"retry-after", b"1")])
+            raise HTTPError(503, _NOT_READY, [(b"retry-after", b"1")])
         try:
             model.batcher.admit()  # refuse before decoding: a 503 must cost next to nothing
             request = decode_request(body, header_length)
@@ -259,6 +279,19 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+@functools.lru_cache(maxsize=64)
+def _prebuilt(status: int, message: str) -> tuple[Message, Message]:
+    """The two ASGI messages of a refusal with ``Retry-After: 1``, built once per message.
+
+    The server only reads them, so the same dicts answer every refusal.
+    """
+    body = error_body(message)
+    start = {"type": "http.response.start", "status": status,
+             "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON),
+                         (b"retry-after", b"1")]}
+    return start, {"type": "http.response.body", "body": body}
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:

@@ -11,6 +11,7 @@ __all__ = ["Metrics"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_REASONS = {503: "overloaded", 504: "timeout", 413: "too_large", 401: "unauthorized"}
 
 
 class Metrics:
@@ -33,7 +34,7 @@ class Metrics:
         self._rejections = Counter("weft_rejections", "Requests refused before compute, by reason.",
                                    ["model", "reason"], registry=self.registry)
         self._models = set(models)
-        self._children: dict[tuple[str, int], Any] = {}
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._latency_children = {m: self._latency.labels(m) for m in models}
 
         class _Queues:
@@ -60,15 +61,18 @@ class Metrics:
 
     def request(self, model: str, status: int, seconds: float | None) -> None:
         key = (model, status)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self._requests.labels(self.label(model), str(status))
-        child.inc()
+        children = self._children.get(key)
+        if children is None:
+            # Label lookups are cached: under overload this runs for every refusal.
+            label = self.label(model)
+            reason = _REASONS.get(status)
+            children = self._children[key] = (self._requests.labels(label, str(status)),
+                                              None if reason is None else self._rejections.labels(label, reason))
+        children[0].inc()
+        if children[1] is not None:
+            children[1].inc()
         if seconds is not None and model in self._latency_children:
             self._latency_children[model].observe(seconds)
-        if status in (503, 504, 413, 401):
-            reason = {503: "overloaded", 504: "timeout", 413: "too_large", 401: "unauthorized"}[status]
-            self._rejections.labels(self.label(model), reason).inc()
 
     def batch(self, model: str) -> Callable[[int], None]:
         return self._rows.labels(model).observe

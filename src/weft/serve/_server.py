@@ -241,7 +241,7 @@ class Server:
             self._url = f"http://{host}:{port}"
             config = uvicorn.Config(App(state), lifespan="off", log_level=cfg.log_level, access_log=False,
                                     timeout_graceful_shutdown=max(1, int(cfg.drain_timeout_s)), server_header=False,
-                                    backlog=2048)
+                                    backlog=2048, proxy_headers=False)
             server = _Uvicorn(config, self, handle_signals)
             self._uvicorn = server
             serving = asyncio.ensure_future(server.serve(sockets=[sock]))

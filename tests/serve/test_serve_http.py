@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -223,19 +225,46 @@ def test_overload_answers_503_at_once_and_200_for_the_rest() -> None:
     assert all(ra == "1" for s, ra in zip(statuses, retry_after, strict=True) if s == 503)
 
 
-def test_a_refusal_keeps_the_connection_open_and_is_counted() -> None:
-    """A 503 for a full queue leaves the keep-alive connection usable (no reconnect under
-    overload), carries Retry-After, and shows in the statistics and the metrics."""
-    import http.client
-    from urllib.parse import urlsplit
+def _post(conn: http.client.HTTPConnection, path: str, body: bytes,
+          headers: dict[str, str] | None = None) -> tuple[http.client.HTTPResponse, bytes]:
+    conn.request("POST", path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+    response = conn.getresponse()
+    return response, response.read()
 
+
+@pytest.mark.parametrize("token", [None, "s3cret"])
+@pytest.mark.parametrize("path", ["protocol", "asgi"])
+def test_a_refusal_keeps_the_connection_open_and_is_counted(token: str | None, path: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 503 for a full queue leaves the keep-alive connection usable (no reconnect under
+    overload), carries Retry-After, and shows in the statistics and the metrics; a request
+    that deserves another answer first (404, 401) still gets it while the queue is full.
+    Both ways of refusing answer alike: from the HTTP parser callbacks, and through ASGI."""
+    from weft.serve import _app, _refusal
+
+    early: list[bytes] = []
+    if path == "asgi":
+        monkeypatch.setattr(_refusal, "protocol_class", lambda app: None)
+    else:
+        pytest.importorskip("httptools", reason="the protocol-level refusal needs uvicorn's httptools protocol")
+        original = _app.App.refusal_bytes
+
+        def spy(self: _app.App, target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes | None:
+            answer = original(self, target, headers)
+            if answer is not None:
+                early.append(target)
+            return answer
+
+        monkeypatch.setattr(_app.App, "refusal_bytes", spy)
     gate = sw.Gate()
-    config = ServerConfig(port=0, max_batch_size=1, max_delay_ms=0, workers=1, queue_size=1, backend="thread")
+    config = ServerConfig(port=0, max_batch_size=1, max_delay_ms=0, workers=1, queue_size=1, backend="thread",
+                          token=token)
+    auth = {} if token is None else {"Authorization": f"Bearer {token}"}
     body, _ = encode_request({"x": np.zeros((1, 4), np.float32)}, binary=False)
     try:
         with Server([gate], config) as server:
             def call() -> None:
-                httpx.post(f"{server.url}/v2/models/gate/infer", content=body, timeout=60)
+                httpx.post(f"{server.url}/v2/models/gate/infer", content=body, headers=auth, timeout=60)
 
             running = threading.Thread(target=call)
             running.start()
@@ -245,27 +274,41 @@ def test_a_refusal_keeps_the_connection_open_and_is_counted() -> None:
             assert wait_until(lambda: server.statistics().models["gate"].queued == 1, timeout=30)
             address = urlsplit(server.url)
             conn = http.client.HTTPConnection(address.hostname or "", address.port, timeout=60)
+            closing = http.client.HTTPConnection(address.hostname or "", address.port, timeout=60)
             try:
-                conn.request("POST", "/v2/models/gate/infer", body=body, headers={"Content-Type": "application/json"})
-                refused = conn.getresponse()
-                assert refused.status == 503 and refused.getheader("retry-after") == "1"
-                assert "queue is full" in json.loads(refused.read())["error"]
+                refused, text = _post(conn, "/v2/models/gate/infer", body, auth)
+                assert refused.status == 503 and refused.getheader("retry-after") == "1", text
+                assert refused.getheader("content-type") == "application/json"
+                assert "queue is full" in json.loads(text)["error"]
                 assert refused.getheader("connection") is None and not refused.will_close
                 sock = conn.sock
+                versioned, text = _post(conn, "/v2/models/gate/versions/1/infer?x=1", body, auth)
+                assert versioned.status == 503 and "queue is full" in json.loads(text)["error"]
+                wrong_version, _ = _post(conn, "/v2/models/gate/versions/7/infer", body, auth)
+                assert wrong_version.status == 404
+                unknown, _ = _post(conn, "/v2/models/nope/infer", body, auth)
+                assert unknown.status == 404
+                if token is not None:
+                    anonymous, _ = _post(conn, "/v2/models/gate/infer", body)
+                    assert anonymous.status == 401
+                last, text = _post(closing, "/v2/models/gate/infer", body, {**auth, "Connection": "close"})
+                assert last.status == 503 and last.will_close and "queue is full" in json.loads(text)["error"]
                 gate.open()
                 running.join()
                 queued.join()
-                conn.request("POST", "/v2/models/gate/infer", body=body, headers={"Content-Type": "application/json"})
-                accepted = conn.getresponse()
-                assert accepted.status == 200 and json.loads(accepted.read())["outputs"][0]["data"] == [1.0] * 4
-                assert conn.sock is sock, "the refused request's connection was reused"
+                accepted, text = _post(conn, "/v2/models/gate/infer", body, auth)
+                assert accepted.status == 200 and json.loads(text)["outputs"][0]["data"] == [1.0] * 4
+                assert conn.sock is sock, "every answer came on the first connection"
             finally:
                 conn.close()
+                closing.close()
             stats = server.statistics().models["gate"]
-            assert stats.rejected == 1 and stats.completed == 3
-            text = httpx.get(f"{server.url}/metrics").text
-            assert 'weft_rejections_total{model="gate",reason="overloaded"} 1.0' in text
-            assert 'weft_requests_total{model="gate",status="503"} 1.0' in text
+            assert stats.rejected == 3 and stats.completed == 3
+            # Connection: close goes the ASGI way in both cases.
+            assert early == ([] if path == "asgi" else [b"/v2/models/gate/infer", b"/v2/models/gate/versions/1/infer?x=1"])
+            metrics = httpx.get(f"{server.url}/metrics", headers=auth).text
+            assert 'weft_rejections_total{model="gate",reason="overloaded"} 3.0' in metrics
+            assert 'weft_requests_total{model="gate",status="503"} 3.0' in metrics
     finally:
         gate.open()
 

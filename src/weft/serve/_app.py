@@ -121,7 +121,7 @@ class App:
                 ok = self.state.ready and not self.state.draining
                 await _respond(send, 200 if ok else 503, b"" if ok else error_body("the server is not ready"))
                 return
-        if self.state.token is not None and not self._authorized(scope):
+        if self.state.token is not None and not self._authorized(scope["headers"]):
             await _respond(send, 401, error_body("missing or wrong bearer token: send 'Authorization: Bearer <token>'"),
                            [(b"www-authenticate", b"Bearer")])
             return
@@ -132,9 +132,9 @@ class App:
                 return
         await self.fastapi(scope, receive, send)
 
-    def _authorized(self, scope: Scope) -> bool:
+    def _authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
         expected = b"bearer " + (self.state.token or "").encode()
-        for key, value in scope["headers"]:
+        for key, value in headers:
             if key == b"authorization":
                 return hmac.compare_digest(value[:7].lower() + value[7:], expected)
         return False
@@ -196,7 +196,32 @@ class App:
             if state.in_flight == 0:
                 state.idle.set()
 
-    def _refusal(self, model: ServedModel) -> tuple[Message, Message] | None:
+    def refusal_bytes(self, target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes | None:
+        """For the HTTP protocol: the 503's headers after the default ones, and its body, when a
+        POST to ``target`` is an inference request that would be refused now; else None.
+
+        None also whenever the ordinary path would answer something else first (unknown
+        model or version, missing token, an escaped path): that path then answers.
+        """
+        if not target.startswith(b"/v2/models/") or b"%" in target:
+            return None
+        path = target.split(b"?", 1)[0]
+        if not path.endswith(b"/infer"):
+            return None
+        state = self.state
+        if state.token is not None and not self._authorized(headers):
+            return None
+        name, version, tail = _parse_model_path(path.decode("latin-1"))
+        model = state.models.get(name)
+        if tail != "infer" or model is None or (version is not None and version != VERSION):
+            return None
+        refusal = self._refusal(model)
+        if refusal is None:
+            return None
+        state.metrics.request(name, 503, None)
+        return refusal[2]
+
+    def _refusal(self, model: ServedModel) -> tuple[Message, Message, bytes] | None:
         """The pre-built 503 when ``model`` takes no request now (draining, not ready, queue full)."""
         if self.state.draining or not self.state.ready:
             return _prebuilt(503, _NOT_READY)
@@ -282,16 +307,15 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 
 @functools.lru_cache(maxsize=64)
-def _prebuilt(status: int, message: str) -> tuple[Message, Message]:
-    """The two ASGI messages of a refusal with ``Retry-After: 1``, built once per message.
-
-    The server only reads them, so the same dicts answer every refusal.
-    """
+def _prebuilt(status: int, message: str) -> tuple[Message, Message, bytes]:
+    """A refusal with ``Retry-After: 1``, built once per message: its two ASGI messages (the
+    server only reads them, so the same dicts answer every refusal) and the same response as
+    bytes from its own headers on (for the protocol-level path)."""
     body = error_body(message)
-    start = {"type": "http.response.start", "status": status,
-             "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON),
-                         (b"retry-after", b"1")]}
-    return start, {"type": "http.response.body", "body": body}
+    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON), (b"retry-after", b"1")]
+    start = {"type": "http.response.start", "status": status, "headers": headers}
+    raw = b"".join([*(k + b": " + v + b"\r\n" for k, v in headers), b"\r\n", body])
+    return start, {"type": "http.response.body", "body": body}, raw
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:

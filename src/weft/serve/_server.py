@@ -196,6 +196,7 @@ class Server:
         from weft.serve import _worker
         from weft.serve._app import App, ServedModel, State
         from weft.serve._metrics import Metrics
+        from weft.serve._refusal import protocol_class
         from weft.serve._types import TensorSpec
 
         cfg = self.config
@@ -239,9 +240,10 @@ class Server:
             port = sock.getsockname()[1]
             host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
             self._url = f"http://{host}:{port}"
-            config = uvicorn.Config(App(state), lifespan="off", log_level=cfg.log_level, access_log=False,
+            app = App(state)
+            config = uvicorn.Config(app, lifespan="off", log_level=cfg.log_level, access_log=False,
                                     timeout_graceful_shutdown=max(1, int(cfg.drain_timeout_s)), server_header=False,
-                                    backlog=2048, proxy_headers=False)
+                                    backlog=2048, proxy_headers=False, http=protocol_class(app) or "auto")
             server = _Uvicorn(config, self, handle_signals)
             self._uvicorn = server
             serving = asyncio.ensure_future(server.serve(sockets=[sock]))

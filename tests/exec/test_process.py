@@ -36,6 +36,24 @@ def test_small_and_object_arrays_are_pickled() -> None:
         assert segments == []
 
 
+def test_submits_after_idle_periods_always_wake_the_dispatcher() -> None:
+    # Two threads alternate submitting one task and waiting for it: the dispatcher keeps
+    # going idle and being woken. A lost wake-up would hang here (the timeout fails it).
+    import threading
+
+    with weft.exec.create("process", workers=2) as ex:
+        def cycle(offset: int) -> list[int]:
+            return [ex.submit(workloads.square, offset + i).result(timeout=30) for i in range(200)]
+
+        out: dict[int, list[int]] = {}
+        threads = [threading.Thread(target=lambda o=o: out.__setitem__(o, cycle(o))) for o in (0, 1000)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=90)
+        assert out == {o: [(o + i) ** 2 for i in range(200)] for o in (0, 1000)}
+
+
 def test_worker_killed_with_sigkill_is_retried(tmp_path, no_leaks: None) -> None:  # type: ignore[no-untyped-def]
     with weft.exec.create("process", workers=2, max_retries=1) as ex:
         assert ex.submit(workloads.die_once, str(tmp_path / "marker")).result(timeout=30) == "survived"

@@ -140,9 +140,14 @@ class _Task:
     payload: bytes
     segments: list[str]
     future: Future[Any]
-    label: str
+    call: tuple[Callable[..., Any], tuple[Any, ...]]  # for messages only: described on demand
     attempts: int = 0
     running: bool = False  # the Future was marked running (it can no longer be cancelled)
+
+    @property
+    def label(self) -> str:
+        fn, args = self.call
+        return f"{getattr(fn, '__qualname__', 'call')}{reprlib.repr(args)}"
 
 
 @dataclass(eq=False)
@@ -181,6 +186,9 @@ class ProcessExecutor(Executor):
         self._workers: list[_Worker] = []
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
+        # One byte in the wake pipe is enough until the dispatcher reads it: a burst of
+        # submits then costs one write and one wake-up, not one per task.
+        self._wake_pending = False
         self._stopping = False
         self._cancel_on_stop = True
         self._stop_deadline: float | None = None
@@ -200,8 +208,7 @@ class ProcessExecutor(Executor):
                 "define the function at module level and pass picklable arguments, or use backend='thread'"
             ) from exc
         future: Future[R] = Future()
-        label = f"{getattr(fn, '__qualname__', 'call')}{reprlib.repr(args)}"
-        task = _Task(next(self._ids), payload, segments, future, label)
+        task = _Task(next(self._ids), payload, segments, future, (fn, args))
         with self._lock:
             if self._fatal is not None:
                 _shm.unlink_all(segments)
@@ -217,6 +224,9 @@ class ProcessExecutor(Executor):
         return future
 
     def _wake(self) -> None:
+        if self._wake_pending:
+            return
+        self._wake_pending = True
         try:
             os.write(self._wake_w, b"x")
         except (BlockingIOError, OSError):
@@ -253,6 +263,11 @@ class ProcessExecutor(Executor):
                 ready = multiprocessing.connection.wait(waitables, timeout=timeout)
                 if self._wake_r in ready:
                     os.read(self._wake_r, 4096)
+                    # After the read, never before: a submit that still saw True queued its
+                    # task before this line, so the _assign below finds it; a later submit
+                    # sees False and writes again. (Clearing first could swallow that byte
+                    # and leave the flag set with an empty pipe: no wake-up ever again.)
+                    self._wake_pending = False
                 for w in list(self._workers):
                     if w.conn in ready:
                         self._receive(w)

@@ -62,3 +62,13 @@ def block_until(path: str) -> str:
 
 def pid_of(_: object) -> int:
     return os.getpid()
+
+
+def row_of(i: int) -> np.ndarray:
+    """A small int32 row whose values name the item (results a worker packs into one array)."""
+    return np.full(8, i, dtype=np.int32)
+
+
+def ragged_row(i: int) -> np.ndarray:
+    """Rows of two different lengths: a chunk of these cannot be packed."""
+    return np.full(1 + i % 2, i, dtype=np.int64)

@@ -94,6 +94,32 @@ def test_process_map_moves_arrays_and_batches() -> None:
     assert [int(b[i, 0]) for b in batches for i in range(4)] == list(range(12))
 
 
+@pytest.mark.parametrize("fn", [w.row_of, w.ragged_row])
+def test_process_map_results_are_exact_whether_packed_or_not(fn) -> None:  # type: ignore[no-untyped-def]
+    # Same-shaped arrays come back from a worker as one stacked array and are handed on as
+    # rows; ragged ones one by one. Either way every item is its own, in order.
+    items = list(wd.from_range(300).map(fn, workers=2, backend="process"))
+    assert [int(a[0]) for a in items] == list(range(300))
+    for i, a in enumerate(items):
+        np.testing.assert_array_equal(a, fn(i))
+        assert a.dtype == fn(i).dtype
+    items[0][:] = -1  # a handed-on row is writable and owned by nobody else in the stream
+    assert int(items[1][0]) == 1
+
+
+def test_packing_keeps_non_arrays_and_mixed_results_as_lists() -> None:
+    from weft.data._work import run_chunk, unpacked
+
+    same = run_chunk(w.row_of, range(5), 0, True)[0]
+    assert isinstance(same, np.ndarray) and same.shape == (5, 8)
+    assert [int(r[0]) for r in unpacked(same)] == [0, 1, 2, 3, 4]
+    assert run_chunk(w.ragged_row, range(4), 0, True)[0].__class__ is list
+    assert run_chunk(w.inc, range(4), 0, True)[0] == [1, 2, 3, 4]
+    assert isinstance(run_chunk(w.row_of, range(5), 0, False)[0], list), "threads share results as they are"
+    results, errors, _, _ = run_chunk(w.fail_on_7, range(5, 9), 0, True)
+    assert isinstance(results, list) and errors is not None and set(errors) == {2}
+
+
 def test_filter_batch_default_collate_and_drop_last() -> None:
     pipe = wd.from_range(20).filter(w.not_div3).batch(4)
     batches = list(pipe)

@@ -179,7 +179,7 @@ class Pipeline:
         if workers == 0:
             backend = "serial"
         workers = max(1, workers)
-        limit = max(64, 4 * workers) if max_in_flight is None else _positive("max_in_flight", max_in_flight)
+        limit = None if max_in_flight is None else _positive("max_in_flight", max_in_flight)
         return self._then(Spec("map", dict(fn=fn, workers=workers, backend=backend, ordered=bool(ordered),
                                            max_in_flight=limit, on_error=on_error,
                                            retries=_positive("retries", retries, zero=True),

@@ -1,11 +1,16 @@
 """What a map stage sends to a worker: a chunk of items, with the error policy applied there.
 
 Module-level functions only: process workers import them by name.
+
+A process worker packs a chunk whose results are NumPy arrays of one shape and dtype into
+one stacked array: one pickle (or one shared-memory segment) instead of one per item, and
+the owner hands on row views of it.
 """
 
 from __future__ import annotations
 
 import pickle
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -15,8 +20,30 @@ from weft.errors import RemoteError
 
 __all__ = ["ChunkResult", "run_chunk"]
 
-#: (results, {position: (exception, traceback text)} or None, retries used, seconds)
-ChunkResult = tuple[list[Any], dict[int, tuple[BaseException, str]] | None, int, float]
+#: (results, {position: (exception, traceback text)} or None, retries used, seconds).
+#: ``results`` is a list, or one array stacking them when ``run_chunk`` packed it.
+ChunkResult = tuple[Any, dict[int, tuple[BaseException, str]] | None, int, float]
+
+
+def _packed(out: list[Any]) -> Any:
+    """``out`` stacked into one array if every result is an array of the same shape and
+    dtype (object arrays excluded: they pickle per element anyway), else ``out``."""
+    np = sys.modules.get("numpy")
+    if np is None or len(out) < 2:
+        return out
+    first = out[0]
+    if type(first) is not np.ndarray or first.dtype.hasobject:
+        return out
+    shape, dtype = first.shape, first.dtype
+    for a in out:
+        if type(a) is not np.ndarray or a.shape != shape or a.dtype != dtype:
+            return out
+    return np.stack(out)
+
+
+def unpacked(results: Any) -> list[Any]:
+    """The per-item results of a chunk, whether ``run_chunk`` packed them or not."""
+    return results if type(results) is list else list(results)
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -41,7 +68,7 @@ def run_chunk(fn: Callable[[Any], Any], values: Sequence[Any], retries: int, rem
     try:
         for v in values:
             append(fn(v))
-        return out, None, 0, time.perf_counter() - start
+        return (_packed(out) if remote else out), None, 0, time.perf_counter() - start
     except Exception as exc:
         first = exc  # the call on values[len(out)] failed once already
     errors: dict[int, tuple[BaseException, str]] = {}

@@ -24,12 +24,18 @@ class Point:
     p50_ms: float
     p90_ms: float
     p99_ms: float
-    p99_ok_upper_ms: float  # upper bound on the p99 of 2xx answers
+    p99_ok_upper_ms: float  # upper bound on the p99 of 2xx answers (overall quantile, 503s mixed in)
     max_ms: float
     requests: int
     statuses: dict[str, int]
     socket_errors: dict[str, int]
     offered_rps: float | None = None
+    # Exact latency of the 2xx answers, timed from the send time echoed in the V2 "id"
+    # (echo_id=True); None when the server does not echo it.
+    ok_p50_ms: float | None = None
+    ok_p90_ms: float | None = None
+    ok_p99_ms: float | None = None
+    ok_max_ms: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -52,6 +58,7 @@ def run(
     timeout_s: float = 5.0,
     rate: float | None = None,
     threads: int = 1,
+    echo_id: bool = False,
 ) -> Point:
     threads = max(1, min(threads, concurrency))
     env = {
@@ -59,6 +66,7 @@ def run(
         "WRK_BODY_FILE": str(body_file),
         "WRK_THREADS": str(threads),
         "WRK_RATE": str(rate or 0),
+        "WRK_ECHO_ID": "1" if echo_id else "0",
     }
     cmd = [
         wrk, f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s",
@@ -75,6 +83,8 @@ def run(
     ok = sum(v for k, v in statuses.items() if k.startswith("2"))
     lat = r["latency_us"]
     errors = {k: int(v) for k, v in r["errors"].items() if k != "status"}
+    okl = r.get("ok_latency_ms") or {}
+    exact = bool(okl.get("measured")) and okl.get("timed") == ok
     return Point(
         mode="paced" if rate else "closed",
         concurrency=concurrency,
@@ -90,6 +100,10 @@ def run(
         statuses=statuses,
         socket_errors=errors,
         offered_rps=round(rate, 1) if rate else None,
+        ok_p50_ms=okl["p50"] if exact else None,
+        ok_p90_ms=okl["p90"] if exact else None,
+        ok_p99_ms=okl["p99"] if exact else None,
+        ok_max_ms=okl["max"] if exact else None,
     )
 
 

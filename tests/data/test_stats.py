@@ -24,6 +24,7 @@ def test_stats_per_stage_after_a_pass() -> None:
     assert all(st.items_per_second > 0 and 0.0 <= st.busy_fraction <= 1.0 for st in s.stages)
     assert s.stages[1].backend == "thread" and s.stages[1].workers == 2 and "requested" in s.stages[1].reason
     assert s.elapsed_seconds > 0 and 0.0 <= s.consumer_wait_fraction <= 1.0
+    assert s.stages[1].computing_cores is not None and s.stages[1].computing_cores >= 0.0
     text = str(s)
     assert "inc" in text and s.verdict in text
 
@@ -38,15 +39,24 @@ def test_stats_while_running() -> None:
 
 
 def _stage(index: int, name: str, *, kind: str = "map", busy: float = 0.0, backend: str = "thread",
-           workers: int = 4, wait_down: float = 0.0) -> StageStats:
+           workers: int = 4, wait_down: float = 0.0, computing: float | None = None) -> StageStats:
     return StageStats(index=index, name=name, kind=kind, items=100, items_per_second=10.0, busy_fraction=busy,
                       wait_upstream_seconds=0.0, wait_downstream_seconds=wait_down, elapsed_seconds=10.0,
-                      backend=backend, workers=workers)
+                      backend=backend, workers=workers, computing_cores=computing)
 
 
 @pytest.mark.parametrize(("stages", "wait", "gil", "expected"), [
-    ((_stage(0, "files", kind="source"), _stage(1, "read", busy=0.1), _stage(2, "decode", busy=0.97)),
-     0.8, True, "stage 2 `decode` is the bottleneck: busy 97%, GIL-bound on threads, try backend='process'"),
+    ((_stage(0, "files", kind="source"), _stage(1, "read", busy=0.1), _stage(2, "decode", busy=0.97, computing=1.0)),
+     0.8, True, "stage 2 `decode` is the bottleneck: busy 97%, GIL-bound on threads: its 4 threads computed "
+                "on only 1.0 of 2 cores; try backend='process'"),
+    ((_stage(0, "files", kind="source"), _stage(1, "decode", busy=0.97)),
+     0.8, True, "if its calls hold the GIL, try backend='process'"),
+    ((_stage(0, "urls", kind="source"), _stage(1, "fetch", busy=0.99, workers=32, computing=0.1)),
+     0.8, True, "its calls mostly wait (its 32 threads computed on 0.1 cores): add workers"),
+    ((_stage(0, "files", kind="source"), _stage(1, "decode", busy=0.95, workers=2, computing=1.9)),
+     0.8, True, "its threads compute on 1.9 of 2 cores: make the function cheaper"),
+    ((_stage(0, "files", kind="source"), _stage(1, "decode", busy=0.95, workers=2, computing=1.0)),
+     0.8, False, "its 2 threads are busy but compute on only 1.0 of 2 cores"),
     ((_stage(0, "files", kind="source"), _stage(1, "decode", busy=0.97, backend="process", workers=2)),
      0.8, True, "all 2 cores are busy"),
     ((_stage(0, "files", kind="source"), _stage(1, "decode", busy=0.9, backend="auto:thread", workers=1)),

@@ -173,3 +173,17 @@ def test_thread_close_racing_submit_never_strands_work(no_leaks: None) -> None:
         assert not thread.is_alive()
         for future in futures:
             assert future.cancelled() or future.result(timeout=10) is not None
+
+
+@pytest.mark.parametrize("backend", ["serial", "thread", "process"])
+def test_cpu_seconds_separate_computing_from_waiting(backend: str) -> None:
+    # A sleeping call is busy but computes almost nothing; a Python loop computes.
+    with weft.exec.create(backend, workers=1) as ex:
+        ex.submit(workloads.sleep_for, 0.2).result(timeout=30)
+        waited = ex.statistics()
+        ex.submit(workloads.python_loop, 2_000_000).result(timeout=60)
+        computed = ex.statistics()
+    assert waited.busy_seconds >= 0.2 and waited.cpu_seconds < 0.5 * waited.busy_seconds
+    cpu = computed.cpu_seconds - waited.cpu_seconds
+    assert 0.0 < cpu <= computed.busy_seconds - waited.busy_seconds + 0.01
+    assert computed.computing_cores == pytest.approx(computed.cpu_seconds / computed.elapsed_seconds, rel=0.2)

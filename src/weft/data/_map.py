@@ -350,5 +350,6 @@ class MapNode(Node):
         if self._executor is not None:
             s = self._executor.statistics()
             extra["busy_fraction"] = s.busy_fraction
+            extra["computing_cores"] = s.computing_cores
             extra["reason"] = s.reason
         return extra

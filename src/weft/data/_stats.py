@@ -16,6 +16,8 @@ class StageStats:
     ``workers x elapsed``). ``wait_upstream_seconds`` is time the stage sat waiting for
     its input; ``wait_downstream_seconds`` time it held results nobody asked for yet
     (a full prefetch queue) or, for a map, time spent waiting on its workers.
+    ``computing_cores`` (maps with workers) is the CPU time of the stage's calls divided by
+    elapsed time: how many cores' worth the workers actually computed.
     """
 
     index: int
@@ -32,6 +34,7 @@ class StageStats:
     reason: str = "runs in the thread that pulls from it"
     skipped: int = 0
     retried: int = 0
+    computing_cores: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
 
     def line(self) -> str:
@@ -69,8 +72,26 @@ def _advice(stage: StageStats, *, gil: bool, cores: int) -> str:
         return "it runs inline: move the work into a .map(..., workers=N)"
     if stage.backend == "inline" or stage.workers <= 1:
         return f"give it more workers (workers={max(2, cores)})"
-    if stage.backend.endswith("thread") and gil:
-        return "GIL-bound on threads, try backend='process' or more workers"
+    used = stage.computing_cores
+    if stage.backend.endswith("thread") and stage.busy_fraction >= 0.5:
+        # Measured, not assumed: busy threads that compute on about one core are held by
+        # the GIL; far below one core, their calls wait; near all cores, they compute.
+        if used is None:
+            if gil:
+                return "on threads with the GIL on: if its calls hold the GIL, try backend='process'"
+        elif gil and min(stage.workers, cores) >= 2 and 0.6 <= used < 1.3:
+            return (f"GIL-bound on threads: its {stage.workers} threads computed on only {used:.1f} "
+                    f"of {cores} cores; try backend='process'")
+        elif used < 0.6:
+            return (f"its calls mostly wait (its {stage.workers} threads computed on {used:.1f} cores): "
+                    "add workers, threads overlap waits")
+        elif used < 0.8 * min(stage.workers, cores):
+            return (f"its {stage.workers} threads are busy but compute on only {used:.1f} of {cores} cores: "
+                    "they wait (I/O, locks, contended objects); add workers if it is I/O, "
+                    "try backend='process' if they contend")
+        elif stage.workers >= cores:
+            return (f"its threads compute on {used:.1f} of {cores} cores: make the function cheaper "
+                    "or add machines")
     if stage.workers < cores:
         return f"try more workers ({stage.workers} now, {cores} cores)"
     if stage.workers > cores and stage.busy_fraction >= 0.8:

@@ -30,6 +30,8 @@ class ExecutorStatistics:
 
     ``busy_seconds`` is the time workers spent inside user functions, summed over
     workers; ``busy_fraction`` divides it by ``workers x elapsed_seconds``.
+    ``cpu_seconds`` is the CPU time of those calls (the calling thread's CPU clock):
+    busy time minus waiting, on I/O or, on a GIL build, for the GIL.
     """
 
     backend: str
@@ -44,11 +46,21 @@ class ExecutorStatistics:
     elapsed_seconds: float
     worker_restarts: int
     retried: int
+    cpu_seconds: float = 0.0
 
     @property
     def busy_fraction(self) -> float:
         capacity = self.workers * self.elapsed_seconds
         return min(1.0, self.busy_seconds / capacity) if capacity > 0 else 0.0
+
+    @property
+    def computing_cores(self) -> float:
+        """Cores' worth of CPU the workers spent in user functions (``cpu / elapsed``).
+
+        N threads that are all busy yet compute on about one core are serialised by the
+        GIL; far below one core, their calls mostly wait.
+        """
+        return self.cpu_seconds / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
 
 
 class _Counters:
@@ -58,7 +70,7 @@ class _Counters:
         self.lock = threading.Lock()
         self.started = time.perf_counter()
         self.submitted = self.completed = self.failed = self.cancelled = 0
-        self.busy_seconds = 0.0
+        self.busy_seconds = self.cpu_seconds = 0.0
         self.worker_restarts = self.retried = 0
 
     def on_submit(self) -> None:
@@ -74,9 +86,10 @@ class _Counters:
             else:
                 self.completed += 1
 
-    def add_busy(self, seconds: float) -> None:
+    def add_busy(self, seconds: float, cpu_seconds: float = 0.0) -> None:
         with self.lock:
             self.busy_seconds += seconds
+            self.cpu_seconds += cpu_seconds
 
 
 def describe_item(index: int, item: object) -> str:
@@ -178,7 +191,7 @@ class Executor(abc.ABC):
                 submitted=c.submitted, completed=c.completed, failed=c.failed,
                 cancelled=c.cancelled, in_flight=len(self._in_flight),
                 busy_seconds=c.busy_seconds, elapsed_seconds=time.perf_counter() - c.started,
-                worker_restarts=restarts, retried=retried,
+                worker_restarts=restarts, retried=retried, cpu_seconds=c.cpu_seconds,
             )
 
     @property

@@ -86,7 +86,7 @@ def _worker_main(conn: multiprocessing.connection.Connection, owner: int, use_sh
             except (EOFError, OSError):
                 return
             task_id = int.from_bytes(message[:8], "little")
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             try:
                 fn, args, kwargs = _shm.loads(message[8:])
                 del message
@@ -94,14 +94,15 @@ def _worker_main(conn: multiprocessing.connection.Connection, owner: int, use_sh
                 outcome: tuple[Any, ...] = ("ok", result)
             except BaseException as exc:
                 outcome = ("err", exc, traceback.format_exc())
-            busy = time.perf_counter() - start
+            busy, cpu = time.perf_counter() - start, time.thread_time() - cpu
             try:
                 payload, _ = _shm.dumps(outcome, owner=owner, use_shm=use_shm)
             except BaseException as exc:
                 payload = _unpicklable_outcome(outcome, exc, owner)
             del outcome
             try:
-                conn.send_bytes(task_id.to_bytes(8, "little") + busy.hex().encode() + b"|" + payload)
+                timing = f"{busy.hex()},{cpu.hex()}".encode()
+                conn.send_bytes(task_id.to_bytes(8, "little") + timing + b"|" + payload)
             except (BrokenPipeError, OSError):
                 return
     finally:
@@ -333,7 +334,8 @@ class ProcessExecutor(Executor):
             _shm.discard(message[message.index(b"|", 8) + 1:])
             return
         bar = message.index(b"|", 8)
-        self._counters.add_busy(float.fromhex(message[8:bar].decode()))
+        busy, cpu = message[8:bar].decode().split(",")
+        self._counters.add_busy(float.fromhex(busy), float.fromhex(cpu))
         payload = message[bar + 1:]
         _shm.unlink_all(task.segments)  # the worker mapped and unlinked them; make sure
         if task.future.cancelled():

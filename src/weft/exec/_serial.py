@@ -23,13 +23,13 @@ class SerialExecutor(Executor):
     def _submit(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[R]:
         future: Future[R] = Future()
         future.set_running_or_notify_cancel()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         try:
             future.set_result(fn(*args, **kwargs))
         except BaseException as exc:
             future.set_exception(exc)
         finally:
-            self._counters.add_busy(time.perf_counter() - start)
+            self._counters.add_busy(time.perf_counter() - start, time.thread_time() - cpu)
         return future
 
     def _shutdown(self, *, cancel: bool, timeout: float | None) -> None:

@@ -52,15 +52,15 @@ class ThreadExecutor(Executor):
             future, fn, args, kwargs = task
             if not future.set_running_or_notify_cancel():
                 continue
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                self._counters.add_busy(time.perf_counter() - start)
+                self._counters.add_busy(time.perf_counter() - start, time.thread_time() - cpu)
                 future.set_exception(exc)
                 del exc  # break the frame -> exception -> frame cycle
             else:
-                self._counters.add_busy(time.perf_counter() - start)
+                self._counters.add_busy(time.perf_counter() - start, time.thread_time() - cpu)
                 future.set_result(result)
             del task, future, fn, args, kwargs
 

@@ -145,9 +145,12 @@ def test_full_queue_rejects_at_once_and_closed_batcher_refuses() -> None:
             await release.wait()
             return {"y": inputs["x"]}
 
-        batcher = Batcher(run, BatcherConfig(max_batch_size=1, max_delay=0, queue_size=2, workers=1))
+        # queue_size counts the requests held: 1 computing + 2 waiting fill it.
+        batcher = Batcher(run, BatcherConfig(max_batch_size=1, max_delay=0, queue_size=3, workers=1))
         accepted = [asyncio.ensure_future(batcher.infer({"x": np.zeros((1, 1))})) for _ in range(3)]
         await asyncio.sleep(0)
+        stats = batcher.statistics()
+        assert (stats.running, stats.running_batches, stats.queued) == (1, 1, 2)
         with pytest.raises(Overloaded, match="queue is full"):
             await batcher.infer({"x": np.zeros((1, 1))})
         assert batcher.statistics().rejected == 1

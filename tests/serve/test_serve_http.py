@@ -196,9 +196,9 @@ def test_metrics_expose_counters(server: Server, client: Client) -> None:
 
 
 def test_overload_answers_503_at_once_and_200_for_the_rest() -> None:
-    """At twice capacity (1 running + 4 queued), every answer is 200 or 503, none lost."""
+    """At twice capacity (5 held: 1 running + 4 queued), every answer is 200 or 503, none lost."""
     gate = sw.Gate()
-    config = ServerConfig(port=0, max_batch_size=1, max_delay_ms=0, workers=1, queue_size=4, backend="thread")
+    config = ServerConfig(port=0, max_batch_size=1, max_delay_ms=0, workers=1, queue_size=5, backend="thread")
     statuses: list[int] = []
     retry_after: list[str | None] = []
     lock = threading.Lock()
@@ -257,8 +257,8 @@ def test_a_refusal_keeps_the_connection_open_and_is_counted(token: str | None, p
 
         monkeypatch.setattr(_app.App, "refusal_bytes", spy)
     gate = sw.Gate()
-    config = ServerConfig(port=0, max_batch_size=1, max_delay_ms=0, workers=1, queue_size=1, backend="thread",
-                          token=token)
+    config = ServerConfig(port=0, max_batch_size=1, max_delay_ms=0, workers=1, queue_size=2, backend="thread",
+                          token=token)  # 2 held: 1 computing + 1 waiting
     auth = {} if token is None else {"Authorization": f"Bearer {token}"}
     body, _ = encode_request({"x": np.zeros((1, 4), np.float32)}, binary=False)
     try:

@@ -11,9 +11,11 @@ match the oldest one, up to ``max_batch_size`` rows. A batch starts when
   at once rather than waiting for more.
 
 At most ``workers`` batches compute at once; the rest wait here, where new requests
-can still join them. The queue is bounded (:class:`Overloaded` when full); a request
-past its deadline is dropped before compute (:class:`Expired`); a cancelled request
-(client gone, timeout) leaves the queue.
+can still join them. The batcher holds at most ``queue_size`` requests, waiting or in a
+running batch (:class:`Overloaded` beyond): under any overload an accepted request then
+waits no longer than it would behind ``queue_size`` concurrent clients. A request past
+its deadline is dropped before compute (:class:`Expired`); a cancelled request (client
+gone, timeout) leaves the queue.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ class Expired(ServeError, TimeoutError):
 @dataclass(frozen=True, kw_only=True)
 class BatcherConfig:
     """``max_batch_size`` in rows; ``max_delay`` in seconds from the oldest queued request;
-    ``queue_size`` requests may wait; ``workers`` batches compute at once."""
+    ``queue_size`` requests may be held, waiting or computing; ``workers`` batches compute
+    at once."""
 
     max_batch_size: int = 32
     max_delay: float = 0.002
@@ -71,6 +74,7 @@ class BatcherStatistics:
     queued: int
     queued_rows: int
     running_batches: int
+    running: int  # requests in the running batches
     submitted: int
     completed: int
     failed: int
@@ -128,6 +132,7 @@ class Batcher:
         self._queue: collections.deque[_Pending] = collections.deque()
         self._queued_rows = 0
         self._running = 0
+        self._running_requests = 0
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._idle: asyncio.Event | None = None
@@ -254,6 +259,7 @@ class Batcher:
         else:
             inputs = {name: np.concatenate([p.inputs[name] for p in batch]) for name in batch[0].inputs}
         self._running += 1
+        self._running_requests += len(batch)
         self._batches += 1
         self._rows += rows
         if self._on_batch is not None:
@@ -263,6 +269,7 @@ class Batcher:
 
     def _finish(self, task: asyncio.Future[Arrays], batch: list[_Pending], rows: int) -> None:
         self._running -= 1
+        self._running_requests -= len(batch)
         try:
             outputs = task.result()
             for name, value in outputs.items():
@@ -313,13 +320,15 @@ class Batcher:
         if self._closed:
             self._rejected += 1
             raise Overloaded("the server is shutting down and takes no new requests")
-        if len(self._queue) >= self.config.queue_size:
+        if len(self._queue) + self._running_requests >= self.config.queue_size:
             self._rejected += 1
-            raise Overloaded(f"the queue is full ({self.config.queue_size} requests waiting): retry later")
+            raise Overloaded(f"the queue is full ({self.config.queue_size} requests waiting or computing): "
+                             "retry later")
 
     def statistics(self) -> BatcherStatistics:
         return BatcherStatistics(
             queued=len(self._queue), queued_rows=self._queued_rows, running_batches=self._running,
+            running=self._running_requests,
             submitted=self._submitted, completed=self._completed, failed=self._failed,
             rejected=self._rejected, expired=self._expired, cancelled=self._cancelled,
             batches=self._batches, rows=self._rows)

@@ -35,7 +35,8 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port (0 = any free port).")] = 8000,
     host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
     backend: Annotated[str, typer.Option(help="thread, process or auto.")] = "auto",
-    queue_size: Annotated[int, typer.Option(help="Requests that may wait; beyond it answers 503.")] = 256,
+    queue_size: Annotated[int, typer.Option(help="Requests held at once, waiting or computing; "
+                                                   "beyond it answers 503.")] = 256,
     timeout_s: Annotated[float, typer.Option(help="Longest a request may take (504 after).")] = 30.0,
     token: Annotated[str | None, typer.Option(envvar="WEFT_SERVE_TOKEN",
                                               help="Require 'Authorization: Bearer TOKEN' (health stays open).")] = None,

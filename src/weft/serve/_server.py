@@ -37,7 +37,8 @@ class ServerConfig:
 
     ``port=0`` picks a free port. ``backend`` is ``"thread"``, ``"process"`` or
     ``"auto"`` (threads when the GIL is off or every model releases it, else processes).
-    ``timeout_s`` is the longest a request waits; a request may shorten it.
+    ``timeout_s`` is the longest a request waits; a request may shorten it. ``queue_size``
+    bounds the inference requests a model holds, waiting or computing (503 beyond).
     """
 
     host: str = "127.0.0.1"

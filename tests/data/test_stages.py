@@ -107,12 +107,42 @@ def test_process_map_results_are_exact_whether_packed_or_not(fn) -> None:  # typ
     assert int(items[1][0]) == 1
 
 
+@pytest.mark.parametrize(("size", "drop_last"), [(64, False), (10, False), (10, True), (150, False)])
+def test_batches_of_packed_rows_equal_stacked_items(size: int, drop_last: bool) -> None:
+    # Batches after a process map are built from slices of the chunks workers packed
+    # (one slice, or a concatenation across chunk borders): same values as stacking.
+    n = 777
+    pipe = wd.from_range(n).map(w.row_of, workers=2, backend="process").batch(size, drop_last=drop_last)
+    batches = list(pipe)
+    expected = [np.stack([w.row_of(i) for i in range(a, min(a + size, n))]) for a in range(0, n, size)]
+    if drop_last:
+        expected = [b for b in expected if len(b) == size]
+    assert len(batches) == len(expected)
+    for got, want in zip(batches, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == want.dtype
+    listed = list(wd.from_range(100).map(w.row_of, workers=2, backend="process").batch(size, collate=list))
+    assert [int(r[0]) for b in listed for r in b] == list(range(100)), "a custom collate gets the rows"
+
+
+def test_resume_between_batches_of_packed_rows() -> None:
+    pipe = wd.from_range(500).map(w.row_of, workers=2, backend="process").batch(32)
+    it = iter(pipe)
+    head = [next(it) for _ in range(5)]
+    state = pipe.state_dict()
+    del it
+    pipe.load_state_dict(state)
+    rest = list(pipe)
+    seen = [int(r[0]) for b in head + rest for r in b]
+    assert seen == list(range(500))
+
+
 def test_packing_keeps_non_arrays_and_mixed_results_as_lists() -> None:
-    from weft.data._work import run_chunk, unpacked
+    from weft.data._work import run_chunk
 
     same = run_chunk(w.row_of, range(5), 0, True)[0]
     assert isinstance(same, np.ndarray) and same.shape == (5, 8)
-    assert [int(r[0]) for r in unpacked(same)] == [0, 1, 2, 3, 4]
+    assert [int(r[0]) for r in same] == [0, 1, 2, 3, 4]
     assert run_chunk(w.ragged_row, range(4), 0, True)[0].__class__ is list
     assert run_chunk(w.inc, range(4), 0, True)[0] == [1, 2, 3, 4]
     assert isinstance(run_chunk(w.row_of, range(5), 0, False)[0], list), "threads share results as they are"

@@ -26,7 +26,7 @@ from typing import Any
 from weft import runtime
 from weft.data._node import Key, Node
 from weft.data._stages import freeze
-from weft.data._work import ChunkResult, run_chunk, unpacked
+from weft.data._work import ChunkResult, run_chunk
 
 __all__ = ["MapNode"]
 
@@ -93,7 +93,7 @@ class MapNode(Node):
         self._chunks_in_flight = 0
         self._in_flight = 0
         self._ready: _Chunk | None = None
-        self._results: list[Any] = []
+        self._results: Any = []  # a list, or an array of rows a worker process packed
         self._errors: dict[int, tuple[BaseException, str]] | None = None
         self._pos = 0
         self._exhausted = False
@@ -236,39 +236,84 @@ class MapNode(Node):
     def next(self) -> tuple[Key, Any]:
         if self._backend == "serial":
             return self._next_inline()
-        if self._executor is None:
-            self._start_executor()
         while True:
             chunk = self._ready
-            if chunk is not None:
+            if chunk is not None and self._pos < len(chunk.keys):
                 i = self._pos
-                if i < len(chunk.keys):
-                    self._pos = i + 1
-                    key = chunk.keys[i]
-                    self._state_post = chunk.posts[i]
-                    self._hand_on(chunk.ordinals[i], key)
-                    if self._errors and i in self._errors:
-                        self._fail(key, *self._errors[i])
-                        continue
-                    self.items += 1
-                    return key, self._results[i]
-                self._ready = None
-                self._results = []
-                self._errors = None
-            self._fill()
-            if self._chunks_in_flight == 0:
-                raise StopIteration
-            start = time.perf_counter()
-            chunk = self._window.popleft() if self._ordered else self._done.get()
-            results, errors, retried, seconds = chunk.future.result()
-            self._flying.discard(chunk.future)
-            self.wait_down += time.perf_counter() - start
-            self._chunks_in_flight -= 1
-            self._in_flight -= len(chunk.keys)
-            self.retried += retried
-            self._tune(seconds / len(chunk.keys))
-            self._ready, self._results, self._errors, self._pos = chunk, unpacked(results), errors, 0
-            self._fill()
+                self._pos = i + 1
+                key = chunk.keys[i]
+                self._state_post = chunk.posts[i]
+                self._hand_on(chunk.ordinals[i], key)
+                if self._errors and i in self._errors:
+                    self._fail(key, *self._errors[i])
+                    continue
+                self.items += 1
+                return key, self._results[i]
+            self._advance()
+
+    def next_run(self, n: int) -> tuple[list[Key], list[Any]]:
+        """Up to ``n`` items (fewer only at the end) as their keys and a list of pieces.
+
+        A piece is a list of values, or an array whose rows are the values: a slice of
+        a chunk a worker process packed. A batch of such rows is then one slice, or one
+        concatenation, instead of one view per row and a stack of them. Bookkeeping
+        (resume state, hand-on order) is the same as ``n`` calls of :meth:`next`.
+        """
+        keys: list[Key] = []
+        pieces: list[Any] = []
+        while len(keys) < n:
+            chunk = self._ready
+            if self._backend != "serial" and (chunk is None or self._pos >= len(chunk.keys)):
+                try:
+                    self._advance()
+                except StopIteration:
+                    if keys:
+                        break
+                    raise
+                continue
+            results = self._results
+            if chunk is not None and self._errors is None and type(results) is not list:
+                i = self._pos
+                j = min(len(chunk.keys), i + n - len(keys))
+                for k in range(i, j):
+                    self._hand_on(chunk.ordinals[k], chunk.keys[k])
+                keys.extend(chunk.keys[i:j])
+                self._state_post = chunk.posts[j - 1]
+                self._pos = j
+                self.items += j - i
+                pieces.append(results[i:j])
+                continue
+            try:
+                key, value = self.next()
+            except StopIteration:
+                if keys:
+                    break
+                raise
+            keys.append(key)
+            pieces.append([value])
+        return keys, pieces
+
+    def _advance(self) -> None:
+        """Make the next finished chunk current; StopIteration when nothing is left."""
+        if self._executor is None:
+            self._start_executor()
+        self._ready = None
+        self._results = []
+        self._errors = None
+        self._fill()
+        if self._chunks_in_flight == 0:
+            raise StopIteration
+        start = time.perf_counter()
+        chunk = self._window.popleft() if self._ordered else self._done.get()
+        results, errors, retried, seconds = chunk.future.result()
+        self._flying.discard(chunk.future)
+        self.wait_down += time.perf_counter() - start
+        self._chunks_in_flight -= 1
+        self._in_flight -= len(chunk.keys)
+        self.retried += retried
+        self._tune(seconds / len(chunk.keys))
+        self._ready, self._results, self._errors, self._pos = chunk, results, errors, 0
+        self._fill()
 
     def _tune(self, per_item: float) -> None:
         self._per_item = per_item if self._per_item is None else 0.8 * self._per_item + 0.2 * per_item

@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from weft.data._collate import default_collate, uncollate
 from weft.data._node import Key, Node
 
@@ -79,9 +81,23 @@ class Batch(Node):
     def next(self) -> tuple[Key, Any]:
         up = self.up
         assert up is not None
+        size = self._size
+        take_run = getattr(up, "next_run", None)
+        if take_run is not None:
+            run_keys, pieces = take_run(size)  # StopIteration when nothing is left
+            if len(run_keys) < size and self._drop_last:
+                raise StopIteration
+            start = time.perf_counter()
+            if self._collate is default_collate and all(type(p) is np.ndarray for p in pieces):
+                # rows a worker process already stacked: what np.stack of them would give
+                batch = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+            else:
+                batch = self._collate([v for piece in pieces for v in piece])
+            self.busy += time.perf_counter() - start
+            self.items += 1
+            return tuple(run_keys), batch
         keys: list[Key] = []
         values: list[Any] = []
-        size = self._size
         try:
             for _ in range(size):
                 key, value = up.next()

@@ -3,8 +3,8 @@
 Module-level functions only: process workers import them by name.
 
 A process worker packs a chunk whose results are NumPy arrays of one shape and dtype into
-one stacked array: one pickle (or one shared-memory segment) instead of one per item, and
-the owner hands on row views of it.
+one stacked array: one pickle (or one shared-memory segment) instead of one per item. The
+owner hands on its rows, or slices of it to a following batch stage (``MapNode.next_run``).
 """
 
 from __future__ import annotations
@@ -39,11 +39,6 @@ def _packed(out: list[Any]) -> Any:
         if type(a) is not np.ndarray or a.shape != shape or a.dtype != dtype:
             return out
     return np.stack(out)
-
-
-def unpacked(results: Any) -> list[Any]:
-    """The per-item results of a chunk, whether ``run_chunk`` packed them or not."""
-    return results if type(results) is list else list(results)
 
 
 def _portable(exc: BaseException) -> BaseException:

@@ -28,9 +28,16 @@ if echo_id then
   local head = '{"id": "'
   local tail = '", ' .. wrk.body:sub(2)
   local fmt = string.format
+  local id_fmt = "%017.3f" -- fixed width: one Content-Length, so the request line and headers
+  local pre = nil          -- are formatted once (after wrk.init has set Host), not per request
   -- Defining request() makes wrk call it for every request, right before it is written.
   function request()
-    return wrk.format(nil, nil, nil, head .. fmt("%.3f", now_ms()) .. tail)
+    if pre == nil then
+      local sample = head .. fmt(id_fmt, 0) .. tail
+      local full = wrk.format(nil, nil, nil, sample)
+      pre = full:sub(1, #full - #sample) .. head
+    end
+    return pre .. fmt(id_fmt, now_ms()) .. tail
   end
 end
 

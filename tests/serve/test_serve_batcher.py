@@ -147,6 +147,7 @@ def test_full_queue_rejects_at_once_and_closed_batcher_refuses() -> None:
 
         # queue_size counts the requests held: 1 computing + 2 waiting fill it.
         batcher = Batcher(run, BatcherConfig(max_batch_size=1, max_delay=0, queue_size=3, workers=1))
+        assert batcher.refusal() is None
         accepted = [asyncio.ensure_future(batcher.infer({"x": np.zeros((1, 1))})) for _ in range(3)]
         await asyncio.sleep(0)
         stats = batcher.statistics()
@@ -154,6 +155,8 @@ def test_full_queue_rejects_at_once_and_closed_batcher_refuses() -> None:
         with pytest.raises(Overloaded, match="queue is full"):
             await batcher.infer({"x": np.zeros((1, 1))})
         assert batcher.statistics().rejected == 1
+        reason = batcher.refusal()  # the non-raising check the HTTP layer uses
+        assert reason is not None and "queue is full" in reason and batcher.statistics().rejected == 2
         release.set()
         drained = asyncio.ensure_future(batcher.drain())
         await asyncio.sleep(0)

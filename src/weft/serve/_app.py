@@ -225,11 +225,8 @@ class App:
         """The pre-built 503 when ``model`` takes no request now (draining, not ready, queue full)."""
         if self.state.draining or not self.state.ready:
             return _prebuilt(503, _NOT_READY)
-        try:
-            model.batcher.admit()
-        except Overloaded as exc:
-            return _prebuilt(503, str(exc))
-        return None
+        reason = model.batcher.refusal()
+        return None if reason is None else _prebuilt(503, reason)
 
     async def infer(self, model: ServedModel, body: bytes, header_length: int | None
                     ) -> tuple[bytes, list[tuple[bytes, bytes]]]:

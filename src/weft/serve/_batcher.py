@@ -39,6 +39,9 @@ Arrays = dict[str, np.ndarray]
 RunBatch = Callable[[Arrays], Awaitable[Arrays]]
 
 
+_CLOSED = "the server is shutting down and takes no new requests"
+
+
 class Overloaded(ServeError):
     """The queue is full or the batcher is closed; answer 503 and ask to retry."""
 
@@ -133,6 +136,8 @@ class Batcher:
         self._queued_rows = 0
         self._running = 0
         self._running_requests = 0
+        self._full = (f"the queue is full ({self.config.queue_size} requests waiting or computing): "
+                      "retry later")
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._idle: asyncio.Event | None = None
@@ -314,16 +319,22 @@ class Batcher:
     def admit(self) -> None:
         """Raise :class:`Overloaded` (and count it) when no request can be queued now.
 
-        Cheap on purpose: the server calls it before decoding a body, so that under
-        overload a refusal costs almost nothing and capacity goes to accepted work.
+        Cheap on purpose: the server asks :meth:`refusal` before it reads a body, so that
+        under overload a refusal costs almost nothing and capacity goes to accepted work.
         """
+        reason = self.refusal()
+        if reason is not None:
+            raise Overloaded(reason)
+
+    def refusal(self) -> str | None:
+        """Like :meth:`admit`, without raising: the reason a request is refused now (counted), or None."""
         if self._closed:
             self._rejected += 1
-            raise Overloaded("the server is shutting down and takes no new requests")
+            return _CLOSED
         if len(self._queue) + self._running_requests >= self.config.queue_size:
             self._rejected += 1
-            raise Overloaded(f"the queue is full ({self.config.queue_size} requests waiting or computing): "
-                             "retry later")
+            return self._full
+        return None
 
     def statistics(self) -> BatcherStatistics:
         return BatcherStatistics(

@@ -21,6 +21,10 @@ Sources of the configurations (read from each project's documentation):
   ParallelMapper(map-and-collate, method="process" | "thread") -> Prefetcher -> Loader.
 - weft (``weft.data``): ``from_iterable(items).map(fn, workers=..., backend="auto")
   .batch(n).prefetch(k)``, iterated over ``epochs(n)``.
+- thread pool (a baseline, not a library): what users write by hand, a
+  ``concurrent.futures.ThreadPoolExecutor`` running map-and-collate per batch, a bounded
+  number of batches ahead. On a free-threaded build it is the ceiling of threads for the
+  workload: no pipeline in between.
 """
 
 from __future__ import annotations
@@ -91,6 +95,31 @@ def build_serial(w: Workload, items: list[Any], epochs: int, opts: dict[str, Any
             yield collate([fn(x) for x in chunk])
 
     return run(), _no_info
+
+
+# --------------------------------------------------------------------------- thread pool
+def build_threads(w: Workload, items: list[Any], epochs: int, opts: dict[str, Any]):  # type: ignore[no-untyped-def]
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    workers = int(opts.get("workers", usable_cores()))
+    ahead = int(opts.get("ahead", 2 * workers))
+    task = MapAndCollate(w.fn, collate)
+
+    def run() -> Iterator[Any]:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending: deque[Future[Any]] = deque()
+            for chunk in _batches_of(items, epochs, w.batch_size):
+                pending.append(pool.submit(task, chunk))
+                if len(pending) >= ahead:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+    def info() -> dict[str, Any]:
+        return {"config": f"ThreadPoolExecutor({workers}): map-and-collate per batch, {ahead} batches ahead"}
+
+    return run(), info
 
 
 # --------------------------------------------------------------------------- weft
@@ -274,7 +303,7 @@ def versions(contender: str) -> dict[str, str]:
     from importlib import metadata
 
     names = {"weft": ["weft"], "torch": ["torch"], "torchdata": ["torchdata", "torch"], "spdl": ["spdl"],
-             "grain": ["grain"], "serial": []}[contender] + ["numpy", "pillow"]
+             "grain": ["grain"], "serial": [], "threads": []}[contender] + ["numpy", "pillow"]
     out = {}
     for name in names:
         try:
@@ -286,6 +315,7 @@ def versions(contender: str) -> dict[str, str]:
 
 BUILDERS: dict[str, Builder] = {
     "serial": build_serial,
+    "threads": build_threads,
     "weft": build_weft,
     "torch": build_torch,
     "torchdata": build_torchdata,

@@ -166,7 +166,7 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
 
 def compact(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     """The short table for README.md: items/s (and peak RSS) per contender, one row per workload/python."""
-    columns = ["serial loop", "weft", "DataLoader", "torchdata.nodes", "SPDL (MT)", "SPDL (MP)", "Grain"]
+    columns = ["serial loop", "thread pool", "weft", "DataLoader", "torchdata.nodes", "SPDL (MT)", "SPDL (MP)", "Grain"]
     out = ["| workload | python | " + " | ".join(columns) + " | weft vs best peer | weft vs DataLoader |",
            "|---|---|" + "---:|" * (len(columns) + 2)]
     for wl in ("images", "text", "io"):

@@ -102,8 +102,9 @@ def markdown(result: dict[str, Any]) -> str:
         "the 2xx answers themselves for weft and MLServer (V2): every request carries its send time as its "
         "`id`, which the server echoes, and each 2xx answer is timed from it. LitServe and FastAPI echo "
         "nothing: theirs are wrk's quantiles, of all answers (all 2xx there). The overload target compares "
-        "raw timings on both sides: \"at capacity\" is the closed-loop point with the best 2xx rate, its "
-        "p99 timed the same way.",
+        "raw timings on both sides: \"at capacity\" is the closed-loop point with the best 2xx rate, run once "
+        "more with timed requests for its p99 (the closed-loop cells use the same static body for every "
+        "server).",
         "",
         "| server | model | " + " | ".join(f"c={c}" for c in cs) + " | 2x overload: offered -> 2xx/s, 503/s, "
         "other errors, accepted p50 / p99 ms |",
@@ -133,13 +134,14 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {t['target']} | {mark} | {t['detail']} |")
     costs = []
     for r in result["servers"]:
-        timed = _point(r, 64)
-        if r.get("static_c64") and timed is not None:
-            costs.append(f"{LABEL.get(r['server'], r['server'])} {r['model']} {timed['ok_rps']:,.0f} vs "
-                         f"{r['static_c64']['ok_rps']:,.0f}")
+        timed = r.get("capacity_timed")
+        static = _point(r, timed["concurrency"]) if timed else None
+        if timed and static:
+            costs.append(f"{LABEL.get(r['server'], r['server'])} {r['model']} c={timed['concurrency']} "
+                         f"{timed['ok_rps']:,.0f} vs {static['ok_rps']:,.0f}")
     if costs:
-        lines += ["", "What the timed requests cost wrk: 2xx req/s at c=64 with the per-request id vs the same "
-                      "static body: " + "; ".join(costs) + "."]
+        lines += ["", "Capacity points re-run with timed requests (2xx req/s timed vs static body; the timed "
+                      "run gives the capacity p99 of the overload target): " + "; ".join(costs) + "."]
     if result.get("not_installed"):
         lines += ["", "Not installed: " + "; ".join(f"{k}: {v}" for k, v in result["not_installed"].items())]
     lines += ["", "Server settings: " + "; ".join(

@@ -72,3 +72,10 @@ def row_of(i: int) -> np.ndarray:
 def ragged_row(i: int) -> np.ndarray:
     """Rows of two different lengths: a chunk of these cannot be packed."""
     return np.full(1 + i % 2, i, dtype=np.int64)
+
+
+def worker_id(_: object) -> tuple[int, int]:
+    """Which process and thread ran the call."""
+    import threading
+
+    return os.getpid(), threading.get_ident()

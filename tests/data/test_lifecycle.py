@@ -12,7 +12,7 @@ import pytest
 
 import data_workloads as w
 import weft.data as wd
-from conftest import wait_until
+from conftest import child_pids, wait_until, weft_threads
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -121,3 +121,38 @@ def test_a_million_megabyte_items_in_flat_memory(no_leaks: None) -> None:
             peak = max(peak, _rss_mb())
     assert count == n
     assert peak - start < 300, f"RSS grew by {peak - start:.0f} MB"
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_persistent_workers_serve_every_pass_until_close(backend: str, no_leaks: None) -> None:
+    base = wd.from_range(200).map(w.inc, workers=2, backend=backend)
+    assert list(base.persistent_workers()) == list(range(1, 201)), "results are unchanged"
+    threads_before, children_before = weft_threads(), child_pids()
+
+    def workers() -> tuple[set[object], set[int]]:
+        return weft_threads() - threads_before, child_pids() - children_before
+
+    pipe = wd.from_range(200).map(w.worker_id, workers=2, backend=backend).persistent_workers()
+    assert len(list(pipe)) == 200
+    first = workers()
+    assert first[0] and (first[1] or backend == "thread"), "the workers outlive the pass"
+    for _ in range(2):  # the usual `for epoch in range(n): for batch in pipe:` loop
+        assert len(list(pipe)) == 200
+        assert workers() == first, "every pass runs on the workers the first one started"
+    it = iter(pipe)
+    next(it)
+    del it  # a pass left early also hands its workers on
+    assert len(list(pipe)) == 200 and workers() == first
+    pipe.close()
+    assert wait_until(lambda: workers() == (set(), set())), "close() stops them"
+    assert len(list(pipe)) == 200, "a closed pipeline can run again, on new workers"
+    pipe.close()
+
+
+def test_persistent_workers_stop_when_the_pipeline_is_collected(no_leaks: None) -> None:
+    def one_epoch() -> list[int]:
+        pipe = wd.from_range(100).map(w.inc, workers=2, backend="process").batch(10).persistent_workers()
+        return [int(x) for b in pipe for x in b]
+
+    assert one_epoch() == list(range(1, 101))
+    gc.collect()

@@ -50,6 +50,10 @@ def default_max_in_flight(workers: int, backend: str) -> int:
     return max(256, 64 * workers) if backend == "process" else max(64, 4 * workers)
 
 
+#: what a pipeline keeps of a map stage between passes: (executor, label, reason, remote, limit)
+_Parked = tuple[Any, str, str, bool, int]
+
+
 class _Chunk:
     __slots__ = ("future", "keys", "ordinals", "posts")
 
@@ -83,6 +87,8 @@ class MapNode(Node):
         self._per_item: float | None = None
         self.skipped = 0
         self.retried = 0
+        #: set by a pipeline that keeps workers between passes: takes the executor at close
+        self.park: Callable[[_Parked], None] | None = None
         self._reset_flow(None)
 
     # -- bookkeeping -------------------------------------------------------------------
@@ -105,6 +111,10 @@ class MapNode(Node):
         self._pending: deque[tuple[int, Any]] = deque()
         self._gone: set[int] = set()
         self._emitted: list[tuple[int, Key]] = []
+
+    def adopt(self, parked: _Parked) -> None:
+        """Run on the workers a previous pass of the same pipeline left running."""
+        self._executor, self._label, self._reason, self._remote, self._limit = parked
 
     def _start_executor(self) -> None:
         import weft.exec
@@ -384,8 +394,13 @@ class MapNode(Node):
 
     def close(self) -> None:
         self._cancel()
-        if self._executor is not None:
-            self._executor.close(cancel=True)
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            if self.park is not None and not executor.closed:
+                # cancelled chunks that already run finish on the workers; nobody reads them
+                self.park((executor, self._label, self._reason, self._remote, self._limit))
+            else:
+                executor.close(cancel=True)
         super().close()
 
     def _extra_stats(self) -> dict[str, Any]:

@@ -42,6 +42,13 @@ def _fn_name(fn: Callable[..., Any]) -> str:
     return str(getattr(fn, "__name__", None) or type(fn).__name__)
 
 
+def _close_parked(parked: dict[int, Any]) -> None:
+    """Stop the workers a persistent pipeline kept between passes."""
+    while parked:
+        _index, (executor, *_rest) = parked.popitem()
+        executor.close(cancel=True)
+
+
 class _Run:
     """One pass over the pipeline: owns the nodes; closing it stops every worker."""
 
@@ -131,6 +138,10 @@ class Pipeline:
         self._run: weakref.ref[_Run] | None = None
         self._last_state: dict[str, Any] | None = None
         self._last_stats: PipelineStats | None = None
+        self._persistent = False
+        # map stage index -> its parked workers, between passes (persistent_workers only)
+        self._parked: dict[int, Any] = {}
+        self._release = weakref.finalize(self, _close_parked, self._parked)
 
     # -- building ----------------------------------------------------------------------
     def _then(self, spec: Spec) -> Pipeline:
@@ -139,6 +150,7 @@ class Pipeline:
     def _derive(self, specs: tuple[Spec, ...]) -> Pipeline:
         out = Pipeline(specs, classes=self._classes)
         out._epochs, out._epoch = self._epochs, self._epoch
+        out._persistent = self._persistent
         return out
 
     def _foldable(self) -> bool:
@@ -258,6 +270,8 @@ class Pipeline:
         if old is not None:
             old.close()
         node = build_chain(self._specs)
+        if self._persistent:
+            self._lend_workers(node)
         loaded, self._loaded = self._loaded, None
         self._last_state = None
         if loaded is None:
@@ -273,6 +287,28 @@ class Pipeline:
                 raise
         self._run = weakref.ref(run)
         return run
+
+    def _lend_workers(self, node: Node) -> None:
+        from weft.data._map import MapNode
+
+        parked = self._parked
+        for stage in node.chain():
+            if isinstance(stage, MapNode):
+                kept = parked.pop(stage.index, None)
+                if kept is not None:
+                    stage.adopt(kept)
+                stage.park = lambda p, i=stage.index: parked.__setitem__(i, p)  # type: ignore[misc]
+
+    def persistent_workers(self, keep: bool = True) -> Pipeline:
+        """Keep map workers (threads and processes) running between passes.
+
+        ``for epoch in range(n): for batch in pipe: ...`` then starts workers once, as
+        DataLoader's ``persistent_workers=True`` does. They stop at :meth:`close`, at the
+        end of a ``with pipe:`` block, or when the pipeline is garbage-collected.
+        """
+        out = self._derive(self._specs)
+        out._persistent = bool(keep)
+        return out
 
     def _remember(self, state: dict[str, Any], stats: PipelineStats) -> None:
         self._last_state, self._last_stats = state, stats
@@ -327,10 +363,12 @@ class Pipeline:
         return progress(self, total=total, description=description)
 
     def close(self) -> None:
-        """Stop the pass in progress, if any: workers, threads and processes end."""
+        """Stop the pass in progress, if any: workers, threads and processes end
+        (also those kept between passes by :meth:`persistent_workers`)."""
         run = self._live()
         if run is not None:
             run.close()
+        _close_parked(self._parked)
 
     def __enter__(self) -> Pipeline:
         return self

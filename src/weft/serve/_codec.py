@@ -327,8 +327,33 @@ def _encode_tensors(tensors: Sequence[tuple[str, np.ndarray, bool]]) -> tuple[li
     return described, blobs
 
 
+def _serialize(doc: dict[str, Any]) -> bytes:
+    """orjson when installed and the document has no NaN or Infinity (orjson would write
+    them as null, losing the value), else the stdlib, which writes them as JSON5 tokens
+    as tritonclient's own encoder does."""
+    if _orjson is not None and _all_finite(doc):
+        try:
+            return bytes(_orjson.dumps(doc))
+        except TypeError:  # integers beyond 64 bits
+            pass
+    return _dumps(doc).encode("utf-8")
+
+
+def _all_finite(value: Any) -> bool:
+    if type(value) is float:
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, list):
+        try:  # a flat list of numbers, as tensor data is: checked at C speed
+            return all(map(math.isfinite, value))
+        except (TypeError, OverflowError):  # strings, nested lists, integers beyond a float
+            return all(_all_finite(v) for v in value)
+    return True
+
+
 def _join(doc: dict[str, Any], blobs: list[bytes]) -> tuple[bytes, int | None]:
-    header = _dumps(doc).encode("utf-8")
+    header = _serialize(doc)
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)

@@ -79,3 +79,7 @@ def worker_id(_: object) -> tuple[int, int]:
     import threading
 
     return os.getpid(), threading.get_ident()
+
+
+def batch_sum(batch: np.ndarray) -> int:
+    return int(np.asarray(batch).sum())

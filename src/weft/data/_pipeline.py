@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -288,6 +289,22 @@ class Pipeline:
         self._run = weakref.ref(run)
         return run
 
+    def _inexact_resume(self) -> bool:
+        """Whether an unordered map runs over batches an earlier unordered map composed."""
+        mixed = batched_mixed = False
+        for spec in self._specs:
+            a = spec.args
+            unordered = spec.kind == "map" and not a["ordered"] and a["backend"] != "serial"
+            if unordered and batched_mixed:
+                return True
+            if unordered:
+                mixed = True
+            elif spec.kind == "batch" and mixed:
+                batched_mixed = True
+            elif spec.kind == "unbatch":
+                batched_mixed = False
+        return False
+
     def _lend_workers(self, node: Node) -> None:
         from weft.data._map import MapNode
 
@@ -318,6 +335,11 @@ class Pipeline:
 
         Loading it into the same pipeline yields exactly the items not yet yielded.
         """
+        if self._inexact_resume():
+            warnings.warn("this pipeline has an unordered map over batches that an earlier unordered map "
+                          "filled: after load_state_dict the batches re-form differently and items can be "
+                          "repeated or lost; make either map ordered=True for an exact resume",
+                          RuntimeWarning, stacklevel=2)
         run = self._live()
         if run is not None:
             return run.state_dict()

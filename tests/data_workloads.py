@@ -83,3 +83,8 @@ def worker_id(_: object) -> tuple[int, int]:
 
 def batch_sum(batch: np.ndarray) -> int:
     return int(np.asarray(batch).sum())
+
+
+def ragged_at_500(i: int) -> np.ndarray:
+    """Rows of length 4 before item 500 and 5 from it on."""
+    return np.full(4 if i < 500 else 5, i, dtype=np.int32)

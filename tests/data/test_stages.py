@@ -125,6 +125,16 @@ def test_batches_of_packed_rows_equal_stacked_items(size: int, drop_last: bool) 
     assert [int(r[0]) for b in listed for r in b] == list(range(100)), "a custom collate gets the rows"
 
 
+def test_ragged_rows_across_packed_chunks_get_the_pad_collate_advice() -> None:
+    # rows change length at item 500: a batch spanning two packed chunks of different
+    # row shapes must fail as a batch of ragged items does, naming the way out
+    # (one worker, 4 in flight: chunks of two items from item 4 on, so 498-499 and 500-501
+    # come packed in two chunks of different row shapes)
+    pipe = wd.from_range(700).map(w.ragged_at_500, workers=1, backend="process", max_in_flight=4).batch(64)
+    with pytest.raises(ConfigError, match="pad_collate"):
+        list(pipe)
+
+
 def test_resume_between_batches_of_packed_rows() -> None:
     pipe = wd.from_range(500).map(w.row_of, workers=2, backend="process").batch(32)
     it = iter(pipe)

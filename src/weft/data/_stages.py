@@ -88,10 +88,14 @@ class Batch(Node):
             if len(run_keys) < size and self._drop_last:
                 raise StopIteration
             start = time.perf_counter()
+            batch = None
             if self._collate is default_collate and all(type(p) is np.ndarray for p in pieces):
                 # rows a worker process already stacked: what np.stack of them would give
-                batch = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-            else:
+                if len(pieces) == 1:
+                    batch = pieces[0]
+                elif all(p.shape[1:] == pieces[0].shape[1:] for p in pieces):
+                    batch = np.concatenate(pieces)
+            if batch is None:  # also ragged rows: default_collate explains what to do
                 batch = self._collate([v for piece in pieces for v in piece])
             self.busy += time.perf_counter() - start
             self.items += 1

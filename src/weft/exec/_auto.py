@@ -66,9 +66,9 @@ def calibrate(fn: Callable[[T], R], items: Iterator[tuple[int, T]], *, workers: 
     least ``min_parallel_cores`` cores meanwhile AND the threads reached
     ``min_thread_efficiency`` of ideal speed-up, the call releases the GIL and threads
     win (a failed trial is run once more, and the better one counts: load from elsewhere
-    only ever lowers the figures). A GIL-bound call cannot use much more than one core, however busy or idle the
-    machine; requiring real speed-up as well guards against CPU time that other threads
-    of the process spent in the same window.
+    only ever lowers the figures). A GIL-bound call cannot use much more than one core,
+    however busy or idle the machine; requiring real speed-up as well guards against CPU
+    time that other threads of the process spent in the same window.
 
     Returns the decision and the ``(index, result)`` pairs computed while measuring.
     """
@@ -136,14 +136,18 @@ def calibrate(fn: Callable[[T], R], items: Iterator[tuple[int, T]], *, workers: 
         # Both signals must agree. CPU use alone can be inflated by other threads of this
         # process working meanwhile; wall-clock efficiency alone by other load on the machine.
         if cores_used >= min(min_parallel_cores, cores) and efficiency >= min_thread_efficiency:
-            measured = f"threads used {cores_used:.1f} of {cores} cores ({efficiency:.0%} parallel efficiency)"
             return Calibration(backend="thread", serial_seconds_per_item=per_item, thread_efficiency=efficiency,
-                               reason=f"{measured}: the function releases the GIL, so threads run it in parallel"), done
+                               reason=f"{_measured(cores_used, cores, efficiency)}: the function releases "
+                                      "the GIL, so threads run it in parallel"), done
     assert best is not None
     cores_used, efficiency = best
-    measured = f"threads used {cores_used:.1f} of {cores} cores ({efficiency:.0%} parallel efficiency)"
     return Calibration(backend="process", serial_seconds_per_item=per_item, thread_efficiency=efficiency,
-                       reason=f"{measured}: the function holds the GIL, so processes run it in parallel"), done
+                       reason=f"{_measured(cores_used, cores, efficiency)}: the function holds the GIL, "
+                              "so processes run it in parallel"), done
+
+
+def _measured(cores_used: float, cores: int, efficiency: float) -> str:
+    return f"threads used {cores_used:.1f} of {cores} cores ({efficiency:.0%} parallel efficiency)"
 
 
 class AutoExecutor(Executor):

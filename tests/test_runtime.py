@@ -35,7 +35,7 @@ def test_cgroup_v1_quota_is_read(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("workload", "gil", "cores", "backend"), [
-    ("cpu", False, 8, "thread"), ("cpu", True, 8, "process"), ("cpu", True, 1, "serial"),
+    ("cpu", False, 8, "thread"), ("cpu", True, 8, "process"), ("cpu", True, 1, "thread"),
     ("native", True, 8, "thread"), ("io", True, 8, "thread"), ("io", False, 1, "thread"),
 ])
 def test_choose_backend_rule(workload: runtime.Workload, gil: bool, cores: int, backend: str) -> None:

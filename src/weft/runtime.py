@@ -16,7 +16,8 @@ import sys
 import sysconfig
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+
+from weft.exec._policy import BackendChoice, Workload
 
 __all__ = [
     "BackendChoice",
@@ -28,10 +29,9 @@ __all__ = [
     "facts",
     "gil_enabled",
     "is_free_threaded_build",
+    "pid_alive",
     "usable_cores",
 ]
-
-Workload = Literal["cpu", "native", "io"]
 
 
 def is_free_threaded_build() -> bool:
@@ -75,51 +75,26 @@ def usable_cores() -> int:
     return max(1, cores)
 
 
-@dataclass(frozen=True, kw_only=True)
-class BackendChoice:
-    """The backend weft picks for one kind of work, and the reason in one sentence."""
-
-    workload: str
-    backend: str
-    reason: str
-
-
-_WORKLOAD_WORDS = {
-    "cpu": "CPU-bound pure Python",
-    "native": "native code that releases the GIL (NumPy, Pillow, onnxruntime)",
-    "io": "blocking I/O",
-}
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` exists (a process of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def choose_backend(workload: Workload, *, cores: int | None = None, gil: bool | None = None) -> BackendChoice:
-    """The backend for ``workload`` on this interpreter, with the rule that chose it.
+    """The backend for a kind of work on this interpreter, with the reason.
 
-    The rule: with the GIL off, threads run Python in parallel, so every workload uses
-    threads. With the GIL on, work that releases it (native code, I/O) still runs in
-    parallel on threads, while CPU-bound Python needs processes, unless there is only
-    one usable core, where extra processes add overhead and no parallelism. For a
-    specific function, ``backend="auto"`` replaces this rule by a measurement.
+    The rule lives in :mod:`weft.exec._policy`; for a specific function,
+    ``backend="auto"`` replaces it by a measurement.
     """
-    if workload not in _WORKLOAD_WORDS:
-        from weft.errors import ConfigError
+    from weft.exec._policy import for_workload
 
-        raise ConfigError(f"unknown workload {workload!r}: use one of {sorted(_WORKLOAD_WORDS)}")
-    cores = usable_cores() if cores is None else cores
-    gil = gil_enabled() if gil is None else gil
-    if not gil:
-        return BackendChoice(workload=workload, backend="thread",
-                             reason="the GIL is off, so threads run Python in parallel and share data by reference")
-    if workload == "io":
-        return BackendChoice(workload=workload, backend="thread",
-                             reason="blocking I/O releases the GIL, so threads overlap waits without copying data")
-    if workload == "native":
-        return BackendChoice(workload=workload, backend="thread",
-                             reason="native code releases the GIL, so threads run it in parallel without copying data")
-    if cores <= 1:
-        return BackendChoice(workload=workload, backend="serial",
-                             reason="one usable core: extra workers add overhead and no parallelism")
-    return BackendChoice(workload=workload, backend="process",
-                         reason="the GIL serialises Python bytecode on threads; processes run it in parallel")
+    return for_workload(workload, cores=cores, gil=gil)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -133,7 +133,7 @@ def test_jsonl_resume_seeks_instead_of_rereading(tmp_path: Path) -> None:
     resumed.load_state_dict(state)
     tail = [r["i"] for r in resumed]
     assert head + tail == list(range(1000))
-    source = resumed.stats().stages[0]
+    source = resumed.statistics().stages[0]
     assert source.extra["lines_read"] == 400  # the first 600 records (and a blank line) were never read again
 
 

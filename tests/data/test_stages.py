@@ -27,12 +27,12 @@ def test_map_ordered_and_unordered(backend: str) -> None:
 def test_map_reports_backend_and_reason() -> None:
     pipe = wd.from_range(10).map(w.inc, workers=2, backend="thread", name="plus-one")
     assert list(pipe) == list(range(1, 11))
-    stage = pipe.stats().stages[1]
+    stage = pipe.statistics().stages[1]
     assert (stage.name, stage.kind, stage.backend, stage.workers, stage.items) == ("plus-one", "map", "thread", 2, 10)
     assert "thread" in stage.reason
     auto = wd.from_range(10).map(w.inc, workers=2)
     list(auto)
-    chosen = auto.stats().stages[1]
+    chosen = auto.statistics().stages[1]
     assert chosen.backend.startswith("auto:") and chosen.reason
 
 
@@ -40,7 +40,7 @@ def test_auto_never_sends_an_unpicklable_function_to_processes() -> None:
     offset = 3
     pipe = wd.from_range(200).map(lambda x: x + offset, workers=2)
     assert list(pipe) == [x + 3 for x in range(200)]
-    assert pipe.stats().stages[1].backend == "auto:thread"
+    assert pipe.statistics().stages[1].backend == "auto:thread"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -58,7 +58,7 @@ def test_error_raises_with_source_index_and_original_traceback(backend: str) -> 
 def test_error_skip_drops_and_counts(backend: str) -> None:
     pipe = wd.from_range(20).map(w.fail_on_7, workers=2, backend=backend, on_error="skip")
     assert list(pipe) == [x for x in range(20) if x != 7]
-    assert pipe.stats().stages[1].skipped == 1
+    assert pipe.statistics().stages[1].skipped == 1
 
 
 @pytest.mark.parametrize("backend", ["serial", "thread", "process"])
@@ -66,7 +66,7 @@ def test_error_retry_then_succeed_or_raise(backend: str, tmp_path: Path) -> None
     items = [(str(tmp_path), i) for i in range(5)]
     pipe = wd.from_iterable(items).map(w.flaky, workers=2, backend=backend, on_error="retry", retries=2)
     assert list(pipe) == list(range(5))
-    assert pipe.stats().stages[1].retried == 10
+    assert pipe.statistics().stages[1].retried == 10
     fresh = tmp_path / "again"
     fresh.mkdir()
     again = wd.from_iterable([(str(fresh), 0)]).map(w.flaky, backend=backend, on_error="retry", retries=1)

@@ -30,7 +30,7 @@ def progress(pipe: Pipeline, *, total: int | None = None, description: str = "we
             for n, item in enumerate(iterator, 1):
                 yield item
                 if n % 64 == 0 or n == total:
-                    s = pipe.stats()
+                    s = pipe.statistics()
                     rate = s.stages[-1].items_per_second if s.stages else 0.0
                     bar.update(task, completed=n, rate=f"{rate:,.0f}", hint=s.verdict[:60])
                 else:
@@ -39,4 +39,4 @@ def progress(pipe: Pipeline, *, total: int | None = None, description: str = "we
         close = getattr(iterator, "close", None)
         if close is not None:
             close()
-    console.print(pipe.stats().verdict)
+    console.print(pipe.statistics().verdict)

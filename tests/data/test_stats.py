@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pytest
@@ -27,6 +28,24 @@ def test_stats_per_stage_after_a_pass() -> None:
     assert s.stages[1].computing_cores is not None and s.stages[1].computing_cores >= 0.0
     text = str(s)
     assert "inc" in text and s.verdict in text
+
+
+def test_statistics_are_frozen_and_stats_is_a_deprecated_alias() -> None:
+    pipe = wd.from_range(10).map(w.inc, workers=0)
+    assert list(pipe) == list(range(1, 11))
+    s = pipe.statistics()
+    assert isinstance(s, wd.PipelineStatistics) and isinstance(s.stages[1], wd.StageStatistics)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.verdict = "changed"  # type: ignore[misc]
+    with pytest.warns(DeprecationWarning, match=r"use Pipeline\.statistics\(\)"):
+        old = pipe.stats()
+    assert old is s, "the alias returns what statistics() returns"
+    with pytest.warns(DeprecationWarning, match="weft.data.PipelineStatistics"):
+        assert wd.PipelineStats is wd.PipelineStatistics
+    with pytest.warns(DeprecationWarning, match="weft.data.StageStatistics"):
+        assert wd.StageStats is wd.StageStatistics
+    with pytest.raises(AttributeError, match="no attribute 'Stats'"):
+        _ = wd.Stats  # type: ignore[attr-defined]
 
 
 def test_stats_while_running() -> None:

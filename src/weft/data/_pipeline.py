@@ -101,9 +101,10 @@ class Pipeline:
 
         ``backend``: ``"auto"`` (threads when the GIL is off or ``fn`` releases it, as
         measured on the first items; processes otherwise), ``"thread"``, ``"process"``
-        (``fn`` must be importable) or ``"serial"`` (inline). ``ordered=False`` hands
-        results on as they complete. ``on_error``: ``"raise"`` (with the source index),
-        ``"skip"`` (counted in stats) or ``"retry"`` (``retries`` more tries, then raise).
+        (``fn`` must be importable), ``"serial"`` (inline) or the name of a backend added
+        with ``weft.exec.register``. ``ordered=False`` hands results on as they complete.
+        ``on_error``: ``"raise"`` (with the source index), ``"skip"`` (counted in
+        :meth:`statistics`) or ``"retry"`` (``retries`` more tries, then raise).
         """
         if not callable(fn):
             raise ConfigError(f"map needs a callable, got {fn!r}")

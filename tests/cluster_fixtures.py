@@ -114,6 +114,9 @@ def ray_test_cluster() -> Iterator[RayTestCluster]:
         ray.shutdown()
         cluster.shutdown()
         shutil.rmtree(session_dir, ignore_errors=True)
+        latest = Path(session_dir).parent / "session_latest"
+        if latest.is_symlink() and os.path.realpath(latest) == os.path.realpath(session_dir):
+            latest.unlink()
 
 
 @contextlib.contextmanager
@@ -126,6 +129,7 @@ def dask_test_cluster() -> Iterator[Any]:
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                               scheduler_kwargs={"dashboard_address": ":0"},
                                silence_logs=logging.ERROR)
     try:
         yield cluster

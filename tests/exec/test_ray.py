@@ -6,8 +6,10 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Iterator
@@ -337,8 +339,14 @@ def test_connects_to_ray_address_and_disconnects_on_close(ray_cluster: RayTestCl
 
 @pytest.mark.slow
 def test_starts_a_local_ray_without_an_address() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    stdout = _run_script(env)
+    # Ray keeps a started instance's logs under RAY_TMPDIR: a short private one (its
+    # socket paths must stay under 108 bytes), removed afterwards
+    temp_dir = tempfile.mkdtemp(prefix="weft-ray-", dir="/tmp")
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        stdout = _run_script({**env, "RAY_TMPDIR": temp_dir})
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
     assert stdout.split("\n")[:2] == ["1 [0, 1, 4, 9]", "False"]  # its own one-node instance, shut down
 
 

@@ -8,8 +8,8 @@
   ``"tcp://host:port"`` connects to a running scheduler (dask-jobqueue on SLURM, a
   ``dask scheduler`` you started, ...).
 - A function that carries data (a ``functools.partial``, a closure, a callable
-  object) is scattered to the cluster once per executor: each worker receives and
-  unpickles it once and keeps it for every call. Arguments of at least
+  object) is scattered (broadcast) to the cluster once per executor: each worker
+  receives and unpickles it once and keeps it for every call. Arguments of at least
   :data:`SCATTER_MIN_BYTES` are scattered to a worker directly instead of travelling
   inside the task through the scheduler.
 
@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 #: 45 ms inline and 41 ms scattered (inline, the bytes pass through the scheduler);
 #: the two cross between 2 and 4 MiB. Dask also warns about graphs above 10 MiB.
 SCATTER_MIN_BYTES = 4 * 1024 * 1024
+#: The scheduler always serves HTTP (health, metrics) on port 8787 unless told otherwise,
+#: and warns when that port is taken (by another cluster): a free port instead.
+_NO_FIXED_PORT = {"dashboard_address": ":0"}
 #: Functions that carry data kept scattered per executor (least recently used first out).
 _SHARED_FUNCTIONS = 16
 
@@ -118,7 +121,9 @@ class _DaskEngine(Engine):
         key = id(fn)
         entry = self.shared.get(key)
         if entry is None or entry[0] is not fn:
-            [future] = self.client.scatter([fn], hash=False)
+            # on every worker: a task whose function sits on one worker is placed there
+            # (data locality), and calls would queue on it while the others idle
+            [future] = self.client.scatter([fn], hash=False, broadcast=True)
             entry = (fn, future)
             self.shared[key] = entry
             while len(self.shared) > _SHARED_FUNCTIONS:
@@ -188,7 +193,8 @@ class DaskExecutor(ClusterExecutor):
             if target is None:
                 with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
                     cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                       dashboard_address=None, silence_logs=logging.WARNING)
+                                                       dashboard_address=None,
+                                                       scheduler_kwargs=_NO_FIXED_PORT, silence_logs=logging.WARNING)
                 client = distributed.Client(cluster, set_as_default=False, timeout=f"{self.timeout}s")
             else:
                 client = distributed.Client(target, set_as_default=False, timeout=f"{self.timeout}s")

@@ -11,7 +11,8 @@ VENV := .venv
 FT_VENV := .venv-ft
 FT_CONSTRAINTS := ../shared/ft-constraints.txt
 FT_LOCATOR := ../shared/tools/ft-python
-EXTRAS := dev,serve,onnx
+# ray and dask (cluster backends) publish no free-threaded wheels: GIL leg only.
+EXTRAS := dev,serve,onnx,ray,dask
 # ruff and mypy run on the GIL leg only (mypy has no free-threaded wheel).
 FT_EXTRAS := test,serve,onnx
 # Test peers installed where a wheel exists for the interpreter; their tests skip otherwise.

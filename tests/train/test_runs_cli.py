@@ -86,3 +86,31 @@ def test_weft_command_has_runs(db: str) -> None:
                             text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     assert "small-lr" in result.stdout
+
+
+def test_show_and_plot_nan_inf_and_the_error(app: typer.Typer, tmp_path: Path) -> None:
+    path = tmp_path / "weft.db"
+    tracker = wt.Tracker(path)
+    try:
+        with tracker.start_run("diverged") as run:
+            run.log({"loss": 1.0})
+            run.log({"loss": float("inf")})
+            run.log({"loss": float("nan")})
+            raise RuntimeError("loss went to nan")
+    except RuntimeError:
+        pass
+    with tracker.start_run("all-nan") as run:
+        run.log({"loss": float("nan")})
+    tracker.close()
+    runner = CliRunner(env={"COLUMNS": "200"})
+    out = runner.invoke(app, ["runs", "show", "diverged", "--db", str(path)])
+    assert out.exit_code == 0, out.output
+    row = next(line for line in out.output.splitlines() if line.strip("│ ").startswith("loss"))
+    assert "nan" in row and "inf" in row and "1" in row
+    assert "RuntimeError: loss went to nan" in out.output and "failed" in out.output
+    out = runner.invoke(app, ["runs", "show", "all-nan", "--db", str(path)])
+    assert out.exit_code == 0, out.output
+    target = tmp_path / "nan.png"
+    out = runner.invoke(app, ["runs", "plot", "diverged", "all-nan", "-o", str(target), "--db", str(path)])
+    assert out.exit_code == 0, out.output
+    assert target.read_bytes()[:8] == PNG_SIGNATURE

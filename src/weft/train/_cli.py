@@ -92,6 +92,7 @@ def list_runs(db: DbOption = None,
 @runs_app.command()
 def show(run: Annotated[str, typer.Argument(help="Run id, id prefix or name.")], db: DbOption = None) -> None:
     """Show one run: params, tags, every metric (count, last, min, max), artifacts."""
+    import numpy as np
     from rich.console import Console
     from rich.table import Table
 
@@ -116,14 +117,19 @@ def show(run: Annotated[str, typer.Argument(help="Run id, id prefix or name.")],
         head.add_row(f"tag {k}", _num(v))
     for name, path in info.artifacts.items():
         head.add_row(f"artifact {name}", path)
+    if info.error:
+        head.add_row("error", info.error.rstrip().splitlines()[-1])
     console.print(head)
     if series:
         table = Table(title="metrics", header_style="bold")
-        for column in ("metric", "points", "first step", "last step", "last", "min", "max"):
+        for column in ("metric", "points", "first step", "last step", "last", "min", "max", "nan"):
             table.add_column(column)
         for key, s in series.items():
+            finite_or_inf = s.values[~np.isnan(s.values)]
+            low, high = (_num(float(finite_or_inf.min())), _num(float(finite_or_inf.max()))) \
+                if len(finite_or_inf) else ("nan", "nan")
             table.add_row(key, str(len(s.values)), str(int(s.steps[0])), str(int(s.steps[-1])),
-                          _num(float(s.values[-1])), _num(float(s.values.min())), _num(float(s.values.max())))
+                          _num(float(s.values[-1])), low, high, str(len(s.values) - len(finite_or_inf)))
         console.print(table)
 
 
@@ -177,6 +183,7 @@ def plot(runs: Annotated[list[str], typer.Argument(help="One or more runs (id, p
 def write_plot(series: list[tuple[RunInfo, Any]], metric: str, output: Path) -> None:
     """Draw ``metric`` against step for each (run, series) into a PNG (matplotlib, Agg)."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -184,7 +191,12 @@ def write_plot(series: list[tuple[RunInfo, Any]], metric: str, output: Path) -> 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     try:
         for info, s in series:
-            ax.plot(s.steps, s.values, label=f"{info.name} ({info.id[:6]})", linewidth=1.5)
+            (line,) = ax.plot(s.steps, s.values, label=f"{info.name} ({info.id[:6]})", linewidth=1.5)
+            bad = ~np.isfinite(s.values)
+            if bad.any():
+                # NaN and inf cannot be drawn as values: mark their steps at the top edge instead
+                ax.plot(s.steps[bad], np.ones(int(bad.sum())), "x", color=line.get_color(), clip_on=False,
+                        transform=ax.get_xaxis_transform(), label=f"{info.name}: nan/inf ({int(bad.sum())})")
         ax.set_xlabel("step")
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} by step")

@@ -1,4 +1,4 @@
-"""``weft runs list | show | compare | plot``: the tracker from the command line.
+"""``weft runs list | show | compare | plot | ui | export``: the tracker from the command line.
 
 rich and matplotlib are imported inside the commands so ``weft --help`` stays fast.
 """
@@ -20,7 +20,8 @@ __all__ = ["register", "runs_app"]
 
 DEFAULT_DB = "runs/weft.db"
 
-runs_app = typer.Typer(name="runs", help="List, show, compare and plot tracked runs.", no_args_is_help=True)
+runs_app = typer.Typer(name="runs", help="List, show, compare, plot, browse and export tracked runs.",
+                       no_args_is_help=True)
 
 DbOption = Annotated[str | None, typer.Option("--db", help=f"Tracker database (default: $WEFT_DB or {DEFAULT_DB}).")]
 
@@ -207,6 +208,67 @@ def write_plot(series: list[tuple[RunInfo, Any]], metric: str, output: Path) -> 
         fig.savefig(output, format="png")
     finally:
         plt.close(fig)
+
+
+@runs_app.command("ui")
+def runs_ui(db: DbOption = None,
+            host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the page to the network.")]
+            = "127.0.0.1",
+            port: Annotated[int, typer.Option(help="TCP port (0 = any free port).")] = 8080,
+            token: Annotated[str | None, typer.Option(envvar="WEFT_RUNS_TOKEN",
+                                                      help="Require 'Authorization: Bearer TOKEN' for the API; "
+                                                           "the printed URL carries it to the page.")] = None,
+            ) -> None:
+    """Browse and compare runs in a browser: a local page, live while runs are logging."""
+    from weft.errors import WeftError
+    from weft.train._runs_ui._server import RunsPageServer
+
+    path = _db_path(db)
+    try:
+        page = RunsPageServer(path, host=host, port=port, token=token)
+    except WeftError as exc:
+        typer.echo(f"weft runs ui: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    def announce(url: str) -> None:
+        shown = f"{url}/#token={token}" if token else f"{url}/"
+        typer.echo(f"weft runs ui: {path} on {shown} (read-only; Ctrl-C stops)")
+
+    try:
+        page.run(on_ready=announce)
+    except WeftError as exc:
+        typer.echo(f"weft runs ui: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@runs_app.command("export")
+def runs_export(runs: Annotated[list[str], typer.Argument(help="Runs to export (id, id prefix or name).")],
+                tensorboard: Annotated[Path | None, typer.Option(
+                    "--tensorboard", help="Write TensorBoard event files here, one folder per run.")] = None,
+                csv_path: Annotated[Path | None, typer.Option(
+                    "--csv", help="Write every point as CSV rows to this file.")] = None,
+                json_path: Annotated[Path | None, typer.Option(
+                    "--json", help="Write the runs and every point as JSON to this file.")] = None,
+                db: DbOption = None) -> None:
+    """Export runs: TensorBoard event files (no TensorFlow needed), CSV or JSON."""
+    from weft.errors import TrackerError
+    from weft.train._export import export_csv, export_json, export_tensorboard
+
+    if tensorboard is None and csv_path is None and json_path is None:
+        typer.echo("weft runs export: choose at least one of --tensorboard DIR, --csv FILE, --json FILE", err=True)
+        raise typer.Exit(2)
+    with _open(db) as tracker:
+        try:
+            if tensorboard is not None:
+                files = export_tensorboard(tracker, runs, tensorboard)
+                typer.echo(f"wrote {len(files)} TensorBoard event file(s) under {tensorboard} "
+                           f"(tensorboard --logdir {tensorboard})")
+            if csv_path is not None:
+                typer.echo(f"wrote {export_csv(tracker, runs, csv_path)} rows to {csv_path}")
+            if json_path is not None:
+                typer.echo(f"wrote {export_json(tracker, runs, json_path)} run(s) to {json_path}")
+        except TrackerError as exc:
+            raise _fail(exc) from None
 
 
 def register(app: typer.Typer) -> None:

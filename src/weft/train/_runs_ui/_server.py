@@ -12,6 +12,7 @@ import os
 import socket
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,24 +81,31 @@ class RunsPageServer:
         sock.listen(128)
         return sock
 
-    def _uvicorn(self, handle_signals: bool) -> Any:
+    def _uvicorn(self) -> Any:
         import uvicorn
 
         from weft.train._runs_ui._app import create_app
 
         config = uvicorn.Config(create_app(self.store, token=self.token), lifespan="off", log_level="warning",
                                 access_log=False, server_header=False)
-        server = uvicorn.Server(config)
-        if not handle_signals:
-            server.install_signal_handlers = lambda: None  # uvicorn < 0.29
-        return server
+        # uvicorn takes SIGINT/SIGTERM only on the main thread: the foreground command
+        return uvicorn.Server(config)
 
-    def run(self) -> None:
-        """Serve in the foreground until Ctrl-C (or SIGTERM)."""
+    def run(self, on_ready: Callable[[str], None] | None = None) -> None:
+        """Serve in the foreground until Ctrl-C (or SIGTERM); ``on_ready(url)`` once it listens."""
         self._sock = self._bind()
-        self._server = self._uvicorn(handle_signals=True)
+        self._server = self._uvicorn()
+
+        async def main() -> None:
+            serving = asyncio.ensure_future(self._server.serve(sockets=[self._sock]))
+            while not self._server.started and not serving.done():
+                await asyncio.sleep(0.005)
+            if on_ready is not None and self._server.started:
+                on_ready(self.url)
+            await serving
+
         try:
-            asyncio.run(self._server.serve(sockets=[self._sock]))
+            asyncio.run(main())
         finally:
             self._close()
 
@@ -106,7 +114,7 @@ class RunsPageServer:
         if self._thread is not None:
             raise ConfigError("this runs page was already started")
         self._sock = self._bind()
-        self._server = self._uvicorn(handle_signals=False)
+        self._server = self._uvicorn()
         self._thread = threading.Thread(target=self._thread_main, name="weft-runs-ui", daemon=True)
         self._thread.start()
         self._started.wait()

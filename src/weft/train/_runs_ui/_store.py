@@ -23,7 +23,7 @@ from typing import Any
 
 from weft.errors import ConfigError
 from weft.train._runs_ui._downsample import read_series
-from weft.train._runs_ui._filter import Compiled, FilterError, Keys, compile_field, compile_filter
+from weft.train._runs_ui._filter import FilterError, Keys, compile_field, compile_filter
 from weft.train._tracker import effective_status
 from weft.train._tracker_schema import SCHEMA_VERSION
 

@@ -264,7 +264,7 @@ def test_read_only_never_blocks_a_writer(tmp_path: Path) -> None:
             assert client.get("/api/series", params={"runs": run.id, "keys": "loss"}).status_code == 200
         thread.join()
         assert client.get("/api/runs").json()["runs"][0]["metrics"]["loss"]["count"] == 200
-        with pytest.raises(sqlite3.OperationalError, match="readonly|read-only"):
+        with pytest.raises(sqlite3.OperationalError, match=r"readonly|read-only"):
             server.store._db().execute("INSERT INTO runs (id, name, status, created) VALUES ('x', 'x', 'x', 0)")
     run.finish()
     tracker.close()

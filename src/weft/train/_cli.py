@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -233,9 +234,12 @@ def runs_ui(db: DbOption = None,
     def announce(url: str) -> None:
         shown = f"{url}/#token={token}" if token else f"{url}/"
         typer.echo(f"weft runs ui: {path} on {shown} (read-only; Ctrl-C stops)")
+        sys.stdout.flush()  # a pipe reading the URL gets it now, not at exit
 
     try:
         page.run(on_ready=announce)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down: a normal stop
+        typer.echo("weft runs ui: stopped")
     except WeftError as exc:
         typer.echo(f"weft runs ui: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -7,11 +7,13 @@ after that the page only reads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,9 +28,9 @@ log = logging.getLogger(__name__)
 
 
 def _upgrade_if_old(path: Path) -> None:
-    uri = f"file:{path.resolve()}?mode=ro"
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
     try:
-        with sqlite3.connect(uri, uri=True) as db:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
             (version,) = db.execute("PRAGMA user_version").fetchone()
     except sqlite3.Error as exc:
         raise ConfigError(f"{str(path)!r} is not a readable tracker database: {exc}") from None

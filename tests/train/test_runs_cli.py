@@ -152,3 +152,6 @@ def test_runs_ui_command_errors(app: typer.Typer, db: str, tmp_path: Path) -> No
         port = taken.getsockname()[1]
         out = CliRunner().invoke(app, ["runs", "ui", "--db", db, "--port", str(port)])
     assert out.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in out.output
+    import gc
+
+    gc.collect()  # a database connection left open would warn here (an error under filterwarnings)

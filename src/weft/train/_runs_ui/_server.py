@@ -95,18 +95,18 @@ class RunsPageServer:
 
     def run(self, on_ready: Callable[[str], None] | None = None) -> None:
         """Serve in the foreground until Ctrl-C (or SIGTERM); ``on_ready(url)`` once it listens."""
-        self._sock = self._bind()
-        self._server = self._uvicorn()
-
-        async def main() -> None:
-            serving = asyncio.ensure_future(self._server.serve(sockets=[self._sock]))
-            while not self._server.started and not serving.done():
-                await asyncio.sleep(0.005)
-            if on_ready is not None and self._server.started:
-                on_ready(self.url)
-            await serving
-
         try:
+            self._sock = self._bind()
+            self._server = self._uvicorn()
+
+            async def main() -> None:
+                serving = asyncio.ensure_future(self._server.serve(sockets=[self._sock]))
+                while not self._server.started and not serving.done():
+                    await asyncio.sleep(0.005)
+                if on_ready is not None and self._server.started:
+                    on_ready(self.url)
+                await serving
+
             asyncio.run(main())
         finally:
             self._close()
@@ -115,8 +115,12 @@ class RunsPageServer:
         """Serve on a background thread; returns the base URL once it accepts connections."""
         if self._thread is not None:
             raise ConfigError("this runs page was already started")
-        self._sock = self._bind()
-        self._server = self._uvicorn()
+        try:
+            self._sock = self._bind()
+            self._server = self._uvicorn()
+        except BaseException:
+            self._close()
+            raise
         self._thread = threading.Thread(target=self._thread_main, name="weft-runs-ui", daemon=True)
         self._thread.start()
         self._started.wait()

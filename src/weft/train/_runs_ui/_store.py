@@ -76,6 +76,7 @@ class Store:
         with self.read() as db:
             (version,) = db.execute("PRAGMA user_version").fetchone()
         if version < SCHEMA_VERSION:
+            self.close()
             raise ConfigError(f"{str(self.path)!r} was written by an older weft (schema {version}); open it once "
                               "with weft.train.Tracker (or run `weft runs ui` with write access) to upgrade it")
 

@@ -12,11 +12,13 @@ FT_VENV := .venv-ft
 FT_CONSTRAINTS := ../shared/ft-constraints.txt
 FT_LOCATOR := ../shared/tools/ft-python
 # ray and dask (cluster backends) publish no free-threaded wheels: GIL leg only.
-EXTRAS := dev,serve,onnx,ray,dask
+# ui-test (playwright) drives the runs page in Debian's chromium; on 3.13t its greenlet
+# re-enables the GIL, so the browser tests skip there.
+EXTRAS := dev,serve,onnx,ray,dask,ui-test
 # ruff and mypy run on the GIL leg only (mypy has no free-threaded wheel).
 FT_EXTRAS := test,serve,onnx
 # Test peers installed where a wheel exists for the interpreter; their tests skip otherwise.
-OPTIONAL := safetensors tritonclient[http] numba onnx httptools uvloop orjson
+OPTIONAL := safetensors tritonclient[http] numba onnx httptools uvloop orjson tensorboard
 PIP_QUIET := --quiet --disable-pip-version-check
 # Extra pytest arguments for both legs (test-fast sets -m "not slow").
 PYTEST_ARGS ?=

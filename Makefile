@@ -18,7 +18,9 @@ EXTRAS := dev,serve,onnx,ray,dask,ui-test
 # ruff and mypy run on the GIL leg only (mypy has no free-threaded wheel).
 FT_EXTRAS := test,serve,onnx
 # Test peers installed where a wheel exists for the interpreter; their tests skip otherwise.
-OPTIONAL := safetensors tritonclient[http] numba onnx httptools uvloop orjson tensorboard
+OPTIONAL := safetensors tritonclient[http] numba onnx httptools uvloop orjson
+# Test peers for the GIL leg only (on 3.13t they would re-enable the GIL on import).
+GIL_ONLY := tensorboard
 PIP_QUIET := --quiet --disable-pip-version-check
 # Extra pytest arguments for both legs (test-fast sets -m "not slow").
 PYTEST_ARGS ?=
@@ -31,7 +33,7 @@ $(VENV)/.stamp: pyproject.toml Makefile
 	$(VENV)/bin/pip install $(PIP_QUIET) -e '.[$(EXTRAS)]'
 	@# torch interop and TorchScript models are tested where torch installs (CPU wheel).
 	$(VENV)/bin/pip install $(PIP_QUIET) 'torch==2.13.0' || echo "weft: torch not installed; its tests will be skipped"
-	for p in $(OPTIONAL); do $(VENV)/bin/pip install $(PIP_QUIET) --only-binary :all: "$$p" || echo "weft: $$p not installed; its tests will be skipped"; done
+	for p in $(OPTIONAL) $(GIL_ONLY); do $(VENV)/bin/pip install $(PIP_QUIET) --only-binary :all: "$$p" || echo "weft: $$p not installed; its tests will be skipped"; done
 	touch $@
 
 demo: $(VENV)/.stamp

@@ -8,6 +8,8 @@ from serve_subprocess import weft_serve
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] has no wheel for this interpreter")
 
+pytestmark = pytest.mark.slow  # a server subprocess and Triton's client
+
 
 @pytest.fixture(scope="module")
 def triton() -> object:

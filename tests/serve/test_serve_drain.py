@@ -10,7 +10,7 @@ import threading
 import httpx
 import numpy as np
 import pytest
-from serve_subprocess import weft_serve
+from serve_subprocess import SUBPROCESS_TEST_TIMEOUT, weft_serve
 
 from conftest import wait_until
 from weft.serve import encode_request
@@ -29,6 +29,7 @@ def _held(url: str) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SUBPROCESS_TEST_TIMEOUT)
 def test_sigterm_with_200_in_flight_loses_none(tmp_path) -> None:  # type: ignore[no-untyped-def]
     gate = tmp_path / "open"
     body, _ = encode_request({"x": np.ones((1, 4), np.float32)}, binary=False)
@@ -53,13 +54,13 @@ def test_sigterm_with_200_in_flight_loses_none(tmp_path) -> None:  # type: ignor
         sender = threading.Thread(target=lambda: result.append(asyncio.run(fire())))
         sender.start()
         try:
-            assert wait_until(lambda: _held(url), timeout=60)
+            assert wait_until(lambda: _held(url), timeout=120)
             proc.send_signal(signal.SIGTERM)
-            assert wait_until(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 503, timeout=30)
+            assert wait_until(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 503, timeout=60)
             late = httpx.post(f"{url}/v2/models/gate/infer", content=body)
             assert late.status_code == 503 and late.headers["retry-after"] == "1"
         finally:
             gate.write_text("go")
-        sender.join(90)
-        assert proc.wait(60) == 0
+        sender.join(120)
+        assert proc.wait(60) == 0, "the server exits once the last request is answered"
     assert result and sorted(result[0]) == [200] * 200

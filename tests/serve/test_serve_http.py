@@ -517,6 +517,8 @@ def test_close_is_idempotent_and_works_before_start_and_during_loading() -> None
     never.close()
     never.close()
     assert never.statistics().ready is False
+    with pytest.raises(ServeError, match="closed"):
+        never.start()
 
     model = sw.SlowLoad()
     server = Server([model], ServerConfig(port=0, backend="thread", workers=1))
@@ -536,6 +538,8 @@ def test_close_is_idempotent_and_works_before_start_and_during_loading() -> None
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{urls[0]}/v2/health/live", timeout=5)
     server.close()
+    with pytest.raises(ServeError, match="already started"):
+        server.start()
 
 
 def test_a_busy_port_is_a_serve_error_naming_it() -> None:

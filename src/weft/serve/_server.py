@@ -115,6 +115,7 @@ class Server:
         ``on_ready(server)`` is called (on the server's loop thread) once the models are
         loaded and the port is open.
         """
+        self._check_startable()
         self._on_ready = on_ready
         try:
             _run_loop(self._main(handle_signals=True))
@@ -123,8 +124,7 @@ class Server:
 
     def start(self) -> str:
         """Serve on a background thread; returns the base URL once models are loaded."""
-        if self._thread is not None:
-            raise ServeError("this server was already started: create another Server to serve again")
+        self._check_startable()
         # The one thread weft.serve starts outside weft.exec: it runs the event loop for
         # the server's whole life. An executor runs units of work and counts each as busy
         # until it returns; this thread never returns until the server stops, and it is
@@ -137,6 +137,12 @@ class Server:
             self._thread.join()
             raise self._error
         return self.url
+
+    def _check_startable(self) -> None:
+        if self._thread is not None or self._loop is not None:
+            raise ServeError("this server was already started: create another Server to serve again")
+        if self._closing:
+            raise ServeError("this server was closed: create another Server to serve again")
 
     def close(self, timeout: float | None = None) -> None:
         """Drain (refuse new requests, finish those in flight) and stop.

@@ -54,7 +54,7 @@ def _service(token: str | None = None) -> Service:
     model = ServedModel("double", "python", (TensorSpec("x", "FP32", [-1, 2]),),
                         (TensorSpec("y", "FP32", [-1, 2]),), batcher)
     metrics = Metrics(["double"], lambda: {"double": batcher.statistics()})
-    return Service({"double": model}, metrics, timeout=30.0, max_body_bytes=1 << 16, token=token,
+    return Service(models={"double": model}, metrics=metrics, timeout=30.0, max_body_bytes=1 << 16, token=token,
                    server_version="0")
 
 

@@ -304,7 +304,7 @@ class Server:
         for ref, info in zip(refs, described, strict=True):
             batcher = Batcher(_runner(executor, ref), batching, on_batch=metrics.batch(info.name))
             served[info.name] = ServedModel(info.name, info.platform, info.inputs, info.outputs, batcher)
-        return Service(served, metrics, timeout=cfg.timeout, max_body_bytes=cfg.max_body_bytes, token=cfg.token,
+        return Service(models=served, metrics=metrics, timeout=cfg.timeout, max_body_bytes=cfg.max_body_bytes, token=cfg.token,
                        server_version=weft.__version__)
 
     # -- draining ------------------------------------------------------------------

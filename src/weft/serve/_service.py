@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -64,20 +64,19 @@ class InferAnswer(NamedTuple):
     headers: Headers
 
 
+@dataclass(eq=False, kw_only=True)
 class Service:
     """The server's models and state as HTTP sees them; lives on the event loop thread."""
 
-    def __init__(self, models: dict[str, ServedModel], metrics: Metrics, *, timeout: float, max_body_bytes: int,
-                 token: str | None, server_version: str) -> None:
-        self.models = models
-        self.metrics = metrics
-        self.timeout = timeout
-        self.max_body_bytes = max_body_bytes
-        self.token = token
-        self.server_version = server_version
-        self.readiness = Readiness()
-        self.in_flight = 0
-        self.idle = asyncio.Event()  # set whenever in_flight drops to 0
+    models: dict[str, ServedModel]
+    metrics: Metrics
+    timeout: float
+    max_body_bytes: int
+    token: str | None
+    server_version: str
+    readiness: Readiness = field(default_factory=Readiness)
+    in_flight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever in_flight drops to 0
 
     # -- requests in flight ----------------------------------------------------------
     def request_started(self) -> None:

@@ -43,6 +43,12 @@ def test_load_failures_are_model_errors(tmp_path) -> None:  # type: ignore[no-un
                     "    def predict(self, inputs):\n        return inputs\n")
     with pytest.raises(ModelError, match="weights missing"):
         load_model(f"{path}:M")
+    broken = tmp_path / "broken.py"
+    broken.write_text("import not_a_module_xyz\n")
+    with pytest.raises(ModelError, match="not_a_module_xyz"):
+        load_model(f"{broken}:M")
+    with pytest.raises(ModelError, match="not_a_module_xyz"):
+        choose_backend(ServerConfig(), [f"{broken}:M"])  # auto reads releases_gil from the module
 
 
 def _onnx_mlp(path: str) -> tuple[np.ndarray, np.ndarray]:

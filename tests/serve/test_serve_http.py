@@ -510,6 +510,8 @@ def test_weft_serve_command_checks_the_backend_against_the_registry() -> None:
     result = CliRunner().invoke(root, ["serve", "tests/serve_workloads.py:Doubler", "--backend", "gpu"])
     assert result.exit_code == 2
     assert "backend must be one of" in result.output and "'thread'" in result.output and "'gpu'" in result.output
+    result = CliRunner().invoke(root, ["serve", "tests/serve_workloads.py:Doubler", "--max-delay-ms=-1"])
+    assert result.exit_code == 2 and "--max-delay-ms must be a number >= 0" in result.output
 
 
 def test_close_is_idempotent_and_works_before_start_and_during_loading() -> None:

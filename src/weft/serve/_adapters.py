@@ -143,7 +143,12 @@ def declared_gil(spec: Any) -> GilDeclaration:
     adapter = _adapter_for(target)
     releases = adapter.releases_gil
     if callable(releases):
-        releases = releases(target)
+        try:
+            releases = releases(target)
+        except (ConfigError, ModelError):
+            raise
+        except Exception as exc:  # the model's own module failed to import
+            raise ModelError(f"model {target!r} failed to load: {type(exc).__name__}: {exc}") from exc
     if name is None:  # what the user wrote, or the object's own name
         name = target if isinstance(target, str) else (
             getattr(target, "name", None) or getattr(target, "__name__", None) or type(target).__name__)

@@ -50,11 +50,14 @@ def serve(
     """Serve models over the Open Inference Protocol (V2) with dynamic batching."""
     from rich.logging import RichHandler
 
+    from weft._checks import check_number
     from weft.errors import WeftError
-    from weft.serve._server import Server, ServerConfig
+    from weft.serve._config import ServerConfig
+    from weft.serve._server import Server
 
     logging.basicConfig(level=log_level.upper(), format="%(message)s", handlers=[RichHandler(show_path=False)])
     try:
+        check_number("--max-delay-ms", max_delay_ms)  # named as typed, before it becomes seconds
         config = ServerConfig(host=host, port=port, max_batch_size=max_batch_size, max_delay=max_delay_ms / 1000,
                               workers=workers, backend=backend, queue_size=queue_size, timeout=timeout_s,
                               token=token, max_body_bytes=int(max_body_mb * _MIB),

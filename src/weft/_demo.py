@@ -298,7 +298,7 @@ def serve_and_query(root: Path, val_pipe: Any, requests: int) -> dict[str, Any]:
     images, labels = np.concatenate(xs), np.concatenate(ys)
     picks = np.arange(requests) % len(images)
     server = Server([DemoModel(str(root / "checkpoints"))],
-                    ServerConfig(port=0, max_batch_size=32, max_delay_ms=2.0, workers=2))
+                    ServerConfig(port=0, max_batch_size=32, max_delay=0.002, workers=2))
     url = server.start()
     local = threading.local()
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sysconfig
-
 from weft.lab._claim import Claim
 from weft.lab._context import Context
-from weft.lab.experiments._work import cpu_chunk, cpu_work, gil_enabled, note_cores_used
+from weft.lab.experiments._work import cpu_chunk, cpu_work, note_cores_used, set_scaling_threshold
 from weft.lab.experiments.threads_gil import run_threads
 
 CLAIM = Claim(
@@ -18,7 +16,9 @@ CLAIM = Claim(
 
 
 def measure(ctx: Context) -> None:
-    if not sysconfig.get_config_var("Py_GIL_DISABLED"):
+    from weft.runtime import gil_enabled, is_free_threaded_build
+
+    if not is_free_threaded_build():
         ctx.skip("not a free-threaded build (python3.13t or later); pass one with --python")
     if gil_enabled():
         ctx.skip("free-threaded build, but the GIL is enabled now (PYTHON_GIL=1 or an "
@@ -29,7 +29,7 @@ def measure(ctx: Context) -> None:
     n = cpu_chunk(ctx)
     ctx.param("workers", workers)
     ctx.param("iterations_per_worker", n)
-    ctx.set_threshold(0.7 * workers, f"threshold: 70% of {workers} cores = {0.7 * workers:g}x")
+    set_scaling_threshold(ctx, workers)
     ctx.time({"serial": lambda: [cpu_work(n) for _ in range(workers)],
               "threads": lambda: run_threads(n, workers)})
     note_cores_used(ctx, "threads", workers)

@@ -106,3 +106,15 @@ class SlowToPickle:
 def _unpickle_slowly(seconds: float) -> SlowToPickle:
     time.sleep(seconds)
     return SlowToPickle(seconds)
+
+
+class NeedsTwoArguments(Exception):
+    """Pickles, but cannot be unpickled: pickle re-creates it with ``args`` only."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def raise_needs_two(x: int) -> int:
+    raise NeedsTwoArguments(f"bad input {x}", 7)

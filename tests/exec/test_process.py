@@ -171,3 +171,11 @@ def test_submit_after_close_is_refused_before_pickling() -> None:
     ex.close()
     with pytest.raises(ExecutorClosed, match="closed: create a new one"):
         ex.submit(workloads.square, 2)
+
+
+def test_an_exception_that_cannot_be_unpickled_arrives_as_remote_error() -> None:
+    with weft.exec.create("process", workers=1) as ex:
+        err = ex.submit(workloads.raise_needs_two, 5).exception(timeout=60)
+    assert isinstance(err, RemoteError), err
+    assert "NeedsTwoArguments: bad input 5" in str(err)
+    assert isinstance(err.__cause__, RemoteTraceback) and "raise_needs_two" in err.__cause__.text

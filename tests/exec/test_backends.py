@@ -69,7 +69,7 @@ def test_in_flight_is_bounded(executor: weft.exec.Executor) -> None:
 
 def test_statistics_count_work(executor: weft.exec.Executor) -> None:
     # calls abandoned by earlier tests may still be finishing
-    assert wait_until(lambda: executor.statistics().in_flight == 0)
+    assert wait_until(lambda: executor.statistics().in_flight == 0, timeout=60)
     before = executor.statistics()
     list(executor.map(workloads.square, range(10)))
     with pytest.raises(ValueError):

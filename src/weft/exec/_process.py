@@ -33,10 +33,9 @@ from weft._checks import check_int, check_one_of
 from weft.errors import BackendUnavailable, ConfigError, ExecutorClosed, RemoteError, WorkerDied
 from weft.exec import _shm, _wire
 from weft.exec._base import Executor
-from weft.exec._wire import RemoteTraceback
 from weft.exec._worker import worker_main
 
-__all__ = ["ProcessExecutor", "RemoteTraceback"]
+__all__ = ["ProcessExecutor"]
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")

@@ -197,3 +197,11 @@ def test_calibration_is_the_policy_choice() -> None:
     old_style = weft.exec.Calibration(backend="thread", reason="r", serial_seconds_per_item=0.1,
                                       thread_efficiency=0.5)
     assert old_style.cores_used is None
+
+
+def test_register_checks_its_arguments() -> None:
+    with pytest.raises(ConfigError, match="identifier, got 'no good'"):
+        weft.exec.register("no good", lambda **kw: weft.exec.create("serial"))
+    with pytest.raises(ConfigError, match="factory must be callable"):
+        weft.exec.register("fine", "not a factory")  # type: ignore[arg-type]
+    assert "fine" not in weft.exec.available_backends()

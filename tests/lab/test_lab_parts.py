@@ -41,14 +41,16 @@ def test_context_modes_and_skip() -> None:
     ctx = Context("smoke")
     ctx.set_threshold(1.4, "scaled")
     assert ctx.threshold == 1.4 and ctx.notes == ["scaled"]
-    with pytest.raises(ConfigError, match="threshold must be a number > 0"):
+    with pytest.raises(ConfigError, match=r"threshold must be a ratio > 0, got 0\.0"):
         ctx.set_threshold(0.0, "no")
     assert ctx.cores == runtime.usable_cores()
 
 
 def test_lab_errors_are_weft_errors() -> None:
     assert issubclass(Skip, LabError)  # an experiment that cannot be measured here
-    with pytest.raises(LabError, match="variant 'a' has no samples"):
+    with pytest.raises(LabError, match=r"'z85' reported status 'ok' without samples for \['base64'\]"):
+        evaluate(z85.CLAIM, {"status": "ok", "samples": {"z85": [1.0]}}, "3.13.1")
+    with pytest.raises(ConfigError, match="variant 'a' has no samples"):
         Context("smoke").record("a", [])
     fields = dict(group="g", text="t.", source="s", baseline="a", candidate="b", threshold=1.1)
     with pytest.raises(ConfigError, match="identifier"):

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Literal, NoReturn, TypeVar
 
 from weft import runtime
-from weft._checks import check_number
 from weft.errors import ConfigError, LabError
 
 __all__ = ["Context", "Mode", "Skip"]
@@ -63,8 +62,8 @@ class Context:
     def record(self, variant: str, values: list[float], unit: str = "s") -> None:
         """Store samples measured some other way (memory peaks, sizes, child timings)."""
         if not values:
-            raise LabError(f"variant {variant!r} has no samples to record: measure it at least once "
-                           "before calling record()")
+            raise ConfigError(f"variant {variant!r} has no samples to record: measure it at least once "
+                              "before calling record()")
         self.samples.setdefault(variant, []).extend(float(v) for v in values)
         self.units[variant] = unit
 
@@ -92,7 +91,8 @@ class Context:
 
     def set_threshold(self, value: float, why: str) -> None:
         """Replace the claim's threshold for this machine (e.g. scaled by the core count)."""
-        check_number("threshold", value, strict=True)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ConfigError(f"threshold must be a ratio > 0, got {value!r}")
         self.threshold = float(value)
         self.note(why)
 

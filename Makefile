@@ -2,20 +2,26 @@
 #   make demo   set up, then run the end-to-end demo
 #   make test   lint, type-check and test on the default CPython, then on a
 #               free-threaded CPython with the GIL off
+# For contributors:
+#   make test-fast    both interpreters, without the tests marked slow (the inner loop)
+#   make test-stress  the whole suite on both interpreters while a CPU hog runs on every core
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 FT_VENV := .venv-ft
 FT_CONSTRAINTS := ../shared/ft-constraints.txt
 FT_LOCATOR := ../shared/tools/ft-python
-EXTRAS := dev,serve,onnx
+# ray and dask (cluster backends) publish no free-threaded wheels: GIL leg only.
+EXTRAS := dev,serve,onnx,ray,dask
 # ruff and mypy run on the GIL leg only (mypy has no free-threaded wheel).
 FT_EXTRAS := test,serve,onnx
 # Test peers installed where a wheel exists for the interpreter; their tests skip otherwise.
 OPTIONAL := safetensors tritonclient[http] numba onnx httptools uvloop orjson
 PIP_QUIET := --quiet --disable-pip-version-check
+# Extra pytest arguments for both legs (test-fast sets -m "not slow").
+PYTEST_ARGS ?=
 
-.PHONY: demo test test-gil test-ft lint bench clean
+.PHONY: demo test test-fast test-stress test-gil test-ft lint bench clean
 
 $(VENV)/.stamp: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -31,12 +37,12 @@ demo: $(VENV)/.stamp
 	$(VENV)/bin/weft demo
 
 lint: $(VENV)/.stamp
-	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff check src tests benchmarks examples tools
 	$(VENV)/bin/mypy
 
 test-gil: $(VENV)/.stamp
 	@echo "== weft tests on $$($(VENV)/bin/python -VV | head -1) =="
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The free-threaded leg: WEFT_FT_PYTHON, else the 3.13t that the shared locator prints.
 test-ft:
@@ -53,9 +59,16 @@ test-ft:
 	  touch $(FT_VENV)/.stamp || exit 1; \
 	fi; \
 	echo "== weft tests on $$($(FT_VENV)/bin/python -VV | head -1) ($$ft) =="; \
-	$(FT_VENV)/bin/python -m pytest
+	$(FT_VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 test: lint test-gil test-ft
+
+test-fast: lint
+	$(MAKE) test-gil test-ft PYTEST_ARGS='-m "not slow"'
+
+# A busy CI runner: one CPU-bound process per usable core beside the whole suite.
+test-stress: $(VENV)/.stamp
+	$(PYTHON) tools/cpu_hog.py -- $(MAKE) test-gil test-ft
 
 bench: $(VENV)/.stamp
 	bash benchmarks/run.sh

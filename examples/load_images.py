@@ -62,7 +62,7 @@ def main() -> None:
             images += len(batch["label"])
         print(f"{images} images in {len(source.classes)} classes {source.classes}; "
               f"last batch {batch['image'].shape} {batch['image'].dtype}")
-        print(pipe.stats())
+        print(pipe.statistics())
 
 
 if __name__ == "__main__":

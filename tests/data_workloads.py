@@ -5,8 +5,16 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
+
+
+class Pair(NamedTuple):
+    """A record type: batches of these are namedtuples of batches."""
+
+    x: Any
+    y: Any
 
 
 def inc(x: int) -> int:
@@ -49,15 +57,6 @@ def megabyte(i: int) -> np.ndarray:
     a = np.empty(1 << 20, dtype=np.uint8)
     a[0] = i & 0xFF
     return a
-
-
-def block_until(path: str) -> str:
-    """Create ``path + '.started'``, then wait (bounded) until ``path`` exists."""
-    Path(path + ".started").touch()
-    deadline = time.monotonic() + 30
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return path
 
 
 def pid_of(_: object) -> int:

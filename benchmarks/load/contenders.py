@@ -141,7 +141,7 @@ def build_weft(w: Workload, items: list[Any], epochs: int, opts: dict[str, Any])
                                          f".batch({w.batch_size})" + (f".prefetch({opts.get('prefetch', 2)})" if opts.get("prefetch", 2) else "")
                                          + f".epochs({epochs})"}
         try:
-            stats = stream.stats()
+            stats = stream.statistics()
             out["verdict"] = str(stats.verdict)
             out["backends"] = [{"stage": s.name, "backend": s.backend, "workers": s.workers, "reason": s.reason}
                                for s in stats.stages if s.kind == "map"]

@@ -125,7 +125,7 @@ def markdown(rows: list[dict[str, Any]], summary: dict[str, Any], meta: dict[str
     reasons = sorted({(r["workload"], r["python"], b["backend"], b["reason"]) for r in rows
                       if r["contender"] == "weft" and r.get("ok") for b in (r.get("info") or {}).get("backends", [])})
     if reasons:
-        out.append("\n#### Backends weft chose (from `pipe.stats()`)\n")
+        out.append("\n#### Backends weft chose (from `pipe.statistics()`)\n")
         for wl, py, backend, reason in reasons:
             out.append(f"- {wl} on {py}: {backend}: {reason}")
     return "\n".join(out) + "\n"

@@ -260,7 +260,7 @@ def run_demo(*, size: str = "default", epochs: int | None = None, workdir: str |
                       "--fresh to start over)")
         val_acc = evaluate(params, val_pipe)
     run.finish("finished")
-    data_stats = train_pipe.stats() if images else None
+    data_stats = train_pipe.statistics() if images else None
     summary.update(train_images=images, train_seconds=train_seconds, val_acc=val_acc,
                    step_stats=step_timer.statistics(), ckpt_stats=ckpt.statistics())
     ckpt.close()

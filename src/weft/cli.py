@@ -33,9 +33,10 @@ _AREAS: tuple[str, ...] = ("weft.train._cli", "weft.serve._cli", "weft.lab._cli"
 def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Print the facts as JSON.")] = False,
     check_imports: Annotated[bool, typer.Option(help="On a free-threaded build, check which import re-enables the GIL.")] = True,
+    check_clusters: Annotated[bool, typer.Option(help="Report the Ray and Dask clusters this machine points at.")] = True,
 ) -> None:
     """State the facts about this interpreter and the backends weft would choose."""
-    facts = runtime.facts(check_imports=check_imports)
+    facts = runtime.facts(check_imports=check_imports, check_clusters=check_clusters)
     if as_json:
         typer.echo(json.dumps(facts.to_dict(), indent=2))
         return
@@ -71,6 +72,10 @@ def doctor(
         workload = choice.workload or "any"
         backends.add_row(_WORKLOAD_WORDS.get(workload, workload), choice.backend, choice.reason)
     console.print(backends)
+    if facts.clusters:
+        from weft.exec._cluster_info import cluster_table
+
+        console.print(cluster_table(facts.clusters))
     console.print(describe_rule())
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import gc
 import multiprocessing.resource_tracker
-import os
+import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -78,15 +77,23 @@ def test_pipeline_error_stops_everything(no_leaks: None) -> None:
         list(pipe)
 
 
-def test_close_while_a_worker_is_busy(tmp_path: Path, no_leaks: None) -> None:
-    gate = str(tmp_path / "gate")
-    pipe = wd.from_iterable([gate] * 4).map(w.block_until, workers=2, backend="thread").prefetch(1)
+def test_close_while_a_worker_is_busy(no_leaks: None) -> None:
+    started, gate = threading.Event(), threading.Event()
+
+    def held(x: int) -> int:
+        started.set()
+        gate.wait(timeout=60)  # bounded only so a broken close cannot hang the suite
+        return x
+
+    pipe = wd.from_iterable(range(4)).map(held, workers=2, backend="thread").prefetch(1)
     it = iter(pipe)
     assert it is not None
-    # the pump thread is now waiting on a worker that waits on the gate
-    assert wait_until(lambda: os.path.exists(gate + ".started"))
-    Path(gate).touch()  # let the running call finish; close must not wait for the rest
+    # the prefetch pump is now waiting on a worker that waits on the gate
+    assert started.wait(timeout=60)
+    gate.set()  # let the running calls finish; close must not wait for the rest
     pipe.close()
+    with pytest.raises(StopIteration):
+        next(it)
 
 
 def test_a_new_pass_closes_the_previous_one(no_leaks: None) -> None:

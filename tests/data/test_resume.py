@@ -127,6 +127,33 @@ def test_state_is_small_plain_data(roundtrip: str) -> None:
     assert len(flat(rest)) == 10_000
 
 
+def test_unordered_resume_point_is_before_the_oldest_pending_item() -> None:
+    from weft.data._ledger import SPAN_PER_LIMIT, TRIM_PER_LIMIT, TRIM_SLACK, HandOnLedger
+
+    ledger = HandOnLedger(limit=2)
+    assert ledger.resume_point("start") == ("start", ())
+    for ordinal in range(4):
+        ledger.pulled(ordinal, f"before {ordinal}")
+    ledger.handed_on(1, "k1")
+    ledger.handed_on(3, "k3")
+    assert ledger.oldest() == 0
+    assert ledger.resume_point("after 3") == ("before 0", ("k1", "k3"))
+    ledger.handed_on(0, "k0")
+    assert ledger.resume_point("after 3") == ("before 2", ("k3",)), "keys before the new base are dropped"
+    ledger.handed_on(2, "k2")
+    assert ledger.oldest() is None and ledger.resume_point("after 3") == ("after 3", ())
+    # pulling stops while the oldest pending item is SPAN_PER_LIMIT x limit items behind
+    ledger.pulled(4, "before 4")
+    assert ledger.may_pull(4 + SPAN_PER_LIMIT * 2 - 1) and not ledger.may_pull(4 + SPAN_PER_LIMIT * 2)
+    # however many items overtake a pending one, the state lists exactly those handed on after it
+    many = TRIM_PER_LIMIT * 2 + TRIM_SLACK + 5
+    for ordinal in range(5, 5 + many):
+        ledger.pulled(ordinal, f"before {ordinal}")
+        ledger.handed_on(ordinal, f"k{ordinal}")
+    base, keys = ledger.resume_point("now")
+    assert base == "before 4" and keys == tuple(f"k{o}" for o in range(5, 5 + many))
+
+
 def test_load_rejects_a_state_from_another_pipeline() -> None:
     batched = wd.from_range(5).batch(2)
     it = iter(batched)

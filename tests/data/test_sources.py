@@ -133,7 +133,7 @@ def test_jsonl_resume_seeks_instead_of_rereading(tmp_path: Path) -> None:
     resumed.load_state_dict(state)
     tail = [r["i"] for r in resumed]
     assert head + tail == list(range(1000))
-    source = resumed.stats().stages[0]
+    source = resumed.statistics().stages[0]
     assert source.extra["lines_read"] == 400  # the first 600 records (and a blank line) were never read again
 
 
@@ -150,5 +150,6 @@ def test_jsonl_rejects_an_offset_past_the_end(tmp_path: Path) -> None:
 def test_jsonl_bad_line_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"ok": 1}\n{not json\n')
-    with pytest.raises(ValueError, match="line 2 is not valid JSON"):
+    with pytest.raises(ConfigError, match="line 2 is not valid JSON") as info:
         list(wd.from_jsonl(path))
+    assert isinstance(info.value, ValueError), "still a ValueError for callers that catch that"

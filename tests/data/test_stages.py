@@ -27,20 +27,46 @@ def test_map_ordered_and_unordered(backend: str) -> None:
 def test_map_reports_backend_and_reason() -> None:
     pipe = wd.from_range(10).map(w.inc, workers=2, backend="thread", name="plus-one")
     assert list(pipe) == list(range(1, 11))
-    stage = pipe.stats().stages[1]
+    stage = pipe.statistics().stages[1]
     assert (stage.name, stage.kind, stage.backend, stage.workers, stage.items) == ("plus-one", "map", "thread", 2, 10)
     assert "thread" in stage.reason
     auto = wd.from_range(10).map(w.inc, workers=2)
     list(auto)
-    chosen = auto.stats().stages[1]
+    chosen = auto.statistics().stages[1]
     assert chosen.backend.startswith("auto:") and chosen.reason
+
+
+def test_map_runs_on_a_backend_added_to_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    import weft.exec
+    from weft.exec import ThreadExecutor, _registry
+
+    # registrations made here end with the test
+    monkeypatch.setattr(_registry, "_registered", dict(_registry._registered))
+    made: list[ThreadExecutor] = []
+
+    def mine(*, workers: int, **options: object) -> ThreadExecutor:
+        executor = ThreadExecutor(workers=workers, reason="threads registered as 'mine'")
+        made.append(executor)
+        return executor
+
+    with pytest.raises(ConfigError, match="backend"):
+        wd.from_range(3).map(w.inc, backend="mine")
+    weft.exec.register("mine", mine)
+    for ordered in (True, False):
+        pipe = wd.from_range(100).map(w.inc, workers=2, backend="mine", ordered=ordered)
+        assert sorted(pipe) == list(range(1, 101))
+        assert made[-1].statistics().completed > 0, "the calls ran on the registered executor"
+        stage = pipe.statistics().stages[1]
+        assert (stage.backend, stage.workers, stage.items) == ("mine", 2, 100)
+        assert stage.reason == "threads registered as 'mine'"
+    assert len(made) == 2 and all(e.closed for e in made), "each pass closed its executor"
 
 
 def test_auto_never_sends_an_unpicklable_function_to_processes() -> None:
     offset = 3
     pipe = wd.from_range(200).map(lambda x: x + offset, workers=2)
     assert list(pipe) == [x + 3 for x in range(200)]
-    assert pipe.stats().stages[1].backend == "auto:thread"
+    assert pipe.statistics().stages[1].backend == "auto:thread"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -58,7 +84,7 @@ def test_error_raises_with_source_index_and_original_traceback(backend: str) -> 
 def test_error_skip_drops_and_counts(backend: str) -> None:
     pipe = wd.from_range(20).map(w.fail_on_7, workers=2, backend=backend, on_error="skip")
     assert list(pipe) == [x for x in range(20) if x != 7]
-    assert pipe.stats().stages[1].skipped == 1
+    assert pipe.statistics().stages[1].skipped == 1
 
 
 @pytest.mark.parametrize("backend", ["serial", "thread", "process"])
@@ -66,7 +92,7 @@ def test_error_retry_then_succeed_or_raise(backend: str, tmp_path: Path) -> None
     items = [(str(tmp_path), i) for i in range(5)]
     pipe = wd.from_iterable(items).map(w.flaky, workers=2, backend=backend, on_error="retry", retries=2)
     assert list(pipe) == list(range(5))
-    assert pipe.stats().stages[1].retried == 10
+    assert pipe.statistics().stages[1].retried == 10
     fresh = tmp_path / "again"
     fresh.mkdir()
     again = wd.from_iterable([(str(fresh), 0)]).map(w.flaky, backend=backend, on_error="retry", retries=1)
@@ -186,6 +212,33 @@ def test_ragged_arrays_need_pad_collate() -> None:
     assert out["label"].tolist() == [2, 3]
 
 
+def test_namedtuples_batch_to_a_namedtuple_of_batches() -> None:
+    items = [w.Pair(np.full(2, i), i) for i in range(3)]
+    batch = wd.default_collate(items)
+    assert type(batch) is w.Pair
+    assert batch.x.shape == (3, 2) and batch.y.tolist() == [0, 1, 2]
+    back = wd.uncollate(batch, 3)
+    assert all(type(p) is w.Pair for p in back)
+    assert [int(p.y) for p in back] == [0, 1, 2] and all(np.array_equal(p.x, np.full(2, i)) for i, p in enumerate(back))
+    assert [int(p.y) for p in wd.from_iterable(items).batch(2).unbatch()] == [0, 1, 2]
+
+    ragged = [w.Pair(np.arange(n) + 1, n) for n in (1, 3)]
+    padded = wd.pad_collate(pad_value=-1)(ragged)
+    assert type(padded) is w.Pair
+    assert padded.x.tolist() == [[1, -1, -1], [1, 2, 3]] and padded.y.tolist() == [1, 3]
+    with_lengths = wd.pad_collate(lengths=True)([w.Pair([1, 2], "a"), w.Pair([3], "b")])
+    assert type(with_lengths) is w.Pair and with_lengths.y == ["a", "b"]
+    values, lengths = with_lengths.x
+    assert values.tolist() == [[1, 2], [3, 0]] and lengths.tolist() == [2, 1]
+    nested = wd.pad_collate()([{"pair": w.Pair([1], 0)}, {"pair": w.Pair([2, 3], 1)}])
+    assert type(nested["pair"]) is w.Pair and nested["pair"].x.tolist() == [[1, 0], [2, 3]]
+
+
+def test_records_of_different_lengths_are_refused_with_advice() -> None:
+    with pytest.raises(ConfigError, match="collate=list"):
+        wd.default_collate([(1, 2), (3,)])
+
+
 def test_unbatch_inverts_batch() -> None:
     records = [{"x": np.full(2, i), "i": i} for i in range(7)]
     back = list(wd.from_iterable(records).batch(3).unbatch())
@@ -212,6 +265,23 @@ def test_prefetch_passes_errors_to_the_consumer() -> None:
         for x in pipe:
             got.append(x)
     assert got == list(range(7))
+
+
+def test_next_run_default_and_which_stages_pack_runs() -> None:
+    from weft.data._build import MapSpec
+    from weft.data._map import MapNode
+    from weft.data._sources import RandomAccessSource
+
+    source = RandomAccessSource(list(range(5)).__getitem__, 5, name="five")
+    source.restore(None)
+    assert source.next_run(3) == ([0, 1, 2], [[0, 1, 2]])
+    assert source.next_run(3) == ([3, 4], [[3, 4]]), "fewer only at the end"
+    with pytest.raises(StopIteration):
+        source.next_run(3)
+    assert not source.packs_runs
+    spec = MapSpec(fn=w.inc, workers=1, backend="serial", ordered=True, max_in_flight=None, on_error="raise",
+                   retries=0, name="inc")
+    assert MapNode(source, spec).packs_runs
 
 
 def test_pipelines_are_immutable_and_reiterable() -> None:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pytest
 
 import data_workloads as w
 import weft.data as wd
-from weft.data._stats import StageStats, verdict
+from weft.data._stats import StageStatistics, verdict
 
 
 def test_stats_per_stage_after_a_pass() -> None:
     pipe = wd.from_range(100).map(w.inc, workers=2, backend="thread").filter(w.not_div3).batch(10).prefetch(2)
-    assert pipe.stats().verdict.startswith("not started")
+    assert pipe.statistics().verdict.startswith("not started")
     batches = list(pipe)
-    s = pipe.stats()
+    s = pipe.statistics()
     assert [st.kind for st in s.stages] == ["source", "map", "filter", "batch", "prefetch"]
     assert [st.index for st in s.stages] == [0, 1, 2, 3, 4]
     assert s.stages[0].items == 100 and s.stages[1].items == 100
@@ -29,18 +30,36 @@ def test_stats_per_stage_after_a_pass() -> None:
     assert "inc" in text and s.verdict in text
 
 
+def test_statistics_are_frozen_and_stats_is_a_deprecated_alias() -> None:
+    pipe = wd.from_range(10).map(w.inc, workers=0)
+    assert list(pipe) == list(range(1, 11))
+    s = pipe.statistics()
+    assert isinstance(s, wd.PipelineStatistics) and isinstance(s.stages[1], wd.StageStatistics)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.verdict = "changed"  # type: ignore[misc]
+    with pytest.warns(DeprecationWarning, match=r"use Pipeline\.statistics\(\)"):
+        old = pipe.stats()
+    assert old is s, "the alias returns what statistics() returns"
+    with pytest.warns(DeprecationWarning, match="weft.data.PipelineStatistics"):
+        assert wd.PipelineStats is wd.PipelineStatistics
+    with pytest.warns(DeprecationWarning, match="weft.data.StageStatistics"):
+        assert wd.StageStats is wd.StageStatistics
+    with pytest.raises(AttributeError, match="no attribute 'Stats'"):
+        _ = wd.Stats  # type: ignore[attr-defined]
+
+
 def test_stats_while_running() -> None:
     pipe = wd.from_range(1000).map(w.inc, workers=2, backend="thread")
     it = iter(pipe)
     for _ in range(10):
         next(it)
-    assert pipe.stats().stages[-1].items == 10
+    assert pipe.statistics().stages[-1].items == 10
     del it
 
 
 def _stage(index: int, name: str, *, kind: str = "map", busy: float = 0.0, backend: str = "thread",
-           workers: int = 4, wait_down: float = 0.0, computing: float | None = None) -> StageStats:
-    return StageStats(index=index, name=name, kind=kind, items=100, items_per_second=10.0, busy_fraction=busy,
+           workers: int = 4, wait_down: float = 0.0, computing: float | None = None) -> StageStatistics:
+    return StageStatistics(index=index, name=name, kind=kind, items=100, items_per_second=10.0, busy_fraction=busy,
                       wait_upstream_seconds=0.0, wait_downstream_seconds=wait_down, elapsed_seconds=10.0,
                       backend=backend, workers=workers, computing_cores=computing)
 
@@ -66,7 +85,7 @@ def _stage(index: int, name: str, *, kind: str = "map", busy: float = 0.0, backe
     ((_stage(0, "files", kind="source"), _stage(1, "decode", busy=0.2, backend="process", wait_down=8.0)),
      0.9, True, "stage 1 `decode` is the bottleneck: the pipeline waited on its workers 80%"),
 ])
-def test_verdict_names_the_bottleneck(stages: tuple[StageStats, ...], wait: float, gil: bool,
+def test_verdict_names_the_bottleneck(stages: tuple[StageStatistics, ...], wait: float, gil: bool,
                                       expected: str) -> None:
     assert expected in verdict(stages, consumer_wait_fraction=wait, gil=gil, cores=2)
 
@@ -79,5 +98,5 @@ def test_progress_yields_everything_and_prints_the_verdict() -> None:
     pipe = wd.from_range(200).map(w.inc, workers=2, backend="thread")
     assert list(wd.progress(pipe, total=200, console=console)) == list(range(1, 201))
     out = buffer.getvalue()
-    assert "200/200" in out and pipe.stats().verdict[:30] in out
+    assert "200/200" in out and pipe.statistics().verdict[:30] in out
     assert sum(1 for _ in pipe.progress(total=200)) == 200

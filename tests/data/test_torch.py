@@ -55,6 +55,14 @@ def test_to_tensors_shares_memory_and_handles_nesting() -> None:
     assert to_tensors(readonly).tolist() == [0, 1, 2]  # copied: torch needs writable memory
 
 
+def test_to_tensors_keeps_namedtuples() -> None:
+    batch = wd.default_collate([w.Pair(np.full(2, i, dtype=np.float32), i) for i in range(3)])
+    out = to_tensors(batch)
+    assert type(out) is w.Pair
+    assert isinstance(out.x, torch.Tensor) and tuple(out.x.shape) == (3, 2)
+    assert out.y.tolist() == [0, 1, 2]
+
+
 def test_pin_memory_pins_where_possible() -> None:
     out = to_tensors({"a": np.ones(4, dtype=np.float32)}, pin_memory=True)
     assert out["a"].tolist() == [1.0] * 4

@@ -11,13 +11,16 @@ Sources, then stages, then a ``for`` loop::
             .prefetch(4))
     for batch in pipe:
         ...
-    pipe.stats().verdict                     # which stage is the bottleneck, and what to try
+    pipe.statistics().verdict                # which stage is the bottleneck, and what to try
     state = pipe.state_dict()                # exact resume: nothing repeated, nothing lost
 
 torch interop lives in :mod:`weft.data.torch` (imported only when used).
 """
 
 from __future__ import annotations
+
+import warnings
+from typing import Any
 
 from weft.data._collate import default_collate, pad_collate, uncollate
 from weft.data._from import (
@@ -31,12 +34,12 @@ from weft.data._from import (
 )
 from weft.data._pipeline import Pipeline
 from weft.data._progress import progress
-from weft.data._stats import PipelineStats, StageStats
+from weft.data._stats import PipelineStatistics, StageStatistics
 
 __all__ = [
     "Pipeline",
-    "PipelineStats",
-    "StageStats",
+    "PipelineStatistics",
+    "StageStatistics",
     "default_collate",
     "from_array",
     "from_files",
@@ -49,3 +52,15 @@ __all__ = [
     "progress",
     "uncollate",
 ]
+
+# Names of the previous release, kept one more release: importing one warns.
+_RENAMED = {"PipelineStats": "PipelineStatistics", "StageStats": "StageStatistics"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        new = _RENAMED[name]
+        warnings.warn(f"weft.data.{name} is deprecated and will be removed in the next release: "
+                      f"use weft.data.{new}", DeprecationWarning, stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module 'weft.data' has no attribute {name!r}")

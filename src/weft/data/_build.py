@@ -1,121 +1,216 @@
-"""Stage specifications (what the user chained) and how each becomes a running node."""
+"""Stage specifications (what the user chained) and how each becomes a running node.
+
+One frozen dataclass per kind of stage holds its arguments, already validated by the
+:class:`~weft.data.Pipeline` method that made it; ``build`` makes the running node.
+Node modules are imported on first build, so building a pipeline imports only what it
+runs.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from weft.data._node import Node
+if TYPE_CHECKING:
+    from weft.data._node import Node
+    from weft.data._sources import Transform
 
-__all__ = ["Spec", "build_chain"]
-
-
-@dataclass(frozen=True)
-class Spec:
-    """One stage as chained: its kind and its arguments (already validated)."""
-
-    kind: str
-    args: dict[str, Any] = field(default_factory=dict)
-
-    def replace(self, **changes: Any) -> Spec:
-        return Spec(self.kind, {**self.args, **changes})
-
-
-def _random(spec: Spec, up: Node | None) -> Node:
-    from weft.data._sources import RandomAccessSource
-
-    a = spec.args
-    return RandomAccessSource(a["get"], a["length"], name=a["name"], transforms=a["transforms"])
-
-
-def _iterable(spec: Spec, up: Node | None) -> Node:
-    from weft.data._sources import IterableSource
-
-    iterable: Iterable[Any] = spec.args["iterable"]
-    return IterableSource(iterable, name=spec.args["name"])
+__all__ = [
+    "BatchSpec",
+    "FilterSpec",
+    "IterableSourceSpec",
+    "JsonlSourceSpec",
+    "MapSpec",
+    "PrefetchSpec",
+    "RandomSourceSpec",
+    "ShardSpec",
+    "ShuffleSpec",
+    "SkipSpec",
+    "Spec",
+    "TakeSpec",
+    "UnbatchSpec",
+    "build_chain",
+]
 
 
-def _jsonl(spec: Spec, up: Node | None) -> Node:
-    from weft.data._jsonl import JsonlSource
+class Spec(Protocol):
+    """One stage as chained: its kind, and how to start it on top of ``up``."""
 
-    return JsonlSource(spec.args["path"])
+    kind: ClassVar[str]
 
-
-def _map(spec: Spec, up: Node | None) -> Node:
-    from weft.data._map import MapNode
-
-    assert up is not None
-    return MapNode(up, **spec.args)
+    def build(self, up: Node | None) -> Node: ...
 
 
-def _filter(spec: Spec, up: Node | None) -> Node:
-    from weft.data._stages import Filter
+@dataclass(frozen=True, kw_only=True)
+class RandomSourceSpec:
+    """Items read by index, in the order its shard and shuffle transforms give."""
 
-    assert up is not None
-    return Filter(up, spec.args["pred"], name=spec.args["name"])
+    kind: ClassVar[str] = "random"
+    get: Callable[[int], Any]
+    length: int
+    name: str
+    transforms: tuple[Transform, ...] = ()
 
+    def build(self, up: Node | None) -> Node:
+        from weft.data._sources import RandomAccessSource
 
-def _shard(spec: Spec, up: Node | None) -> Node:
-    from weft.data._stages import StreamShard
-
-    assert up is not None
-    return StreamShard(up, spec.args["rank"], spec.args["world_size"])
-
-
-def _shuffle(spec: Spec, up: Node | None) -> Node:
-    from weft.data._shuffle import BufferShuffle
-
-    assert up is not None
-    return BufferShuffle(up, spec.args["buffer"], spec.args["seed"])
+        return RandomAccessSource(self.get, self.length, name=self.name, transforms=self.transforms)
 
 
-def _batch(spec: Spec, up: Node | None) -> Node:
-    from weft.data._stages import Batch
+@dataclass(frozen=True, kw_only=True)
+class IterableSourceSpec:
+    kind: ClassVar[str] = "iterable"
+    iterable: Iterable[Any]
+    name: str
 
-    assert up is not None
-    return Batch(up, spec.args["size"], drop_last=spec.args["drop_last"], collate=spec.args["collate"])
+    def build(self, up: Node | None) -> Node:
+        from weft.data._sources import IterableSource
 
-
-def _unbatch(spec: Spec, up: Node | None) -> Node:
-    from weft.data._stages import Unbatch
-
-    assert up is not None
-    return Unbatch(up)
+        return IterableSource(self.iterable, name=self.name)
 
 
-def _prefetch(spec: Spec, up: Node | None) -> Node:
-    from weft.data._prefetch import Prefetch
+@dataclass(frozen=True, kw_only=True)
+class JsonlSourceSpec:
+    kind: ClassVar[str] = "jsonl"
+    path: str
 
-    assert up is not None
-    return Prefetch(up, spec.args["n"])
+    def build(self, up: Node | None) -> Node:
+        from weft.data._jsonl import JsonlSource
 
-
-def _take(spec: Spec, up: Node | None) -> Node:
-    from weft.data._stages import Take
-
-    assert up is not None
-    return Take(up, spec.args["n"])
+        return JsonlSource(self.path)
 
 
-def _skip(spec: Spec, up: Node | None) -> Node:
-    from weft.data._stages import Skip
+@dataclass(frozen=True, kw_only=True)
+class MapSpec:
+    """``fn`` on every item; ``backend`` is a registered weft.exec backend name."""
 
-    assert up is not None
-    return Skip(up, spec.args["n"])
+    kind: ClassVar[str] = "map"
+    fn: Callable[[Any], Any]
+    workers: int
+    backend: str
+    ordered: bool
+    max_in_flight: int | None
+    on_error: str
+    retries: int
+    name: str
+
+    @property
+    def unordered(self) -> bool:
+        """Whether results are handed on as they complete (serial maps never reorder)."""
+        return not self.ordered and self.backend != "serial"
+
+    def build(self, up: Node | None) -> Node:
+        from weft.data._map import MapNode
+
+        assert up is not None
+        return MapNode(up, self)
 
 
-_BUILDERS: dict[str, Callable[[Spec, Node | None], Node]] = {
-    "random": _random, "iterable": _iterable, "jsonl": _jsonl, "map": _map, "filter": _filter,
-    "shard": _shard, "shuffle": _shuffle, "batch": _batch, "unbatch": _unbatch,
-    "prefetch": _prefetch, "take": _take, "skip": _skip,
-}
+@dataclass(frozen=True, kw_only=True)
+class FilterSpec:
+    kind: ClassVar[str] = "filter"
+    pred: Callable[[Any], Any]
+    name: str
+
+    def build(self, up: Node | None) -> Node:
+        from weft.data._stages import Filter
+
+        assert up is not None
+        return Filter(up, self.pred, name=self.name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardSpec:
+    kind: ClassVar[str] = "shard"
+    rank: int
+    world_size: int
+
+    def build(self, up: Node | None) -> Node:
+        from weft.data._stages import StreamShard
+
+        assert up is not None
+        return StreamShard(up, self.rank, self.world_size)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShuffleSpec:
+    kind: ClassVar[str] = "shuffle"
+    buffer: int
+    seed: int
+
+    def build(self, up: Node | None) -> Node:
+        from weft.data._shuffle import BufferShuffle
+
+        assert up is not None
+        return BufferShuffle(up, self.buffer, self.seed)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchSpec:
+    kind: ClassVar[str] = "batch"
+    size: int
+    drop_last: bool
+    collate: Callable[[Sequence[Any]], Any] | None
+
+    def build(self, up: Node | None) -> Node:
+        from weft.data._stages import Batch
+
+        assert up is not None
+        return Batch(up, self.size, drop_last=self.drop_last, collate=self.collate)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnbatchSpec:
+    kind: ClassVar[str] = "unbatch"
+
+    def build(self, up: Node | None) -> Node:
+        from weft.data._stages import Unbatch
+
+        assert up is not None
+        return Unbatch(up)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrefetchSpec:
+    kind: ClassVar[str] = "prefetch"
+    n: int
+
+    def build(self, up: Node | None) -> Node:
+        from weft.data._prefetch import Prefetch
+
+        assert up is not None
+        return Prefetch(up, self.n)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TakeSpec:
+    kind: ClassVar[str] = "take"
+    n: int
+
+    def build(self, up: Node | None) -> Node:
+        from weft.data._stages import Take
+
+        assert up is not None
+        return Take(up, self.n)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SkipSpec:
+    kind: ClassVar[str] = "skip"
+    n: int
+
+    def build(self, up: Node | None) -> Node:
+        from weft.data._stages import Skip
+
+        assert up is not None
+        return Skip(up, self.n)
 
 
 def build_chain(specs: tuple[Spec, ...]) -> Node:
     """Nodes for ``specs``, source first; returns the last one."""
     node: Node | None = None
     for spec in specs:
-        node = _BUILDERS[spec.kind](spec, node)
+        node = spec.build(node)
     assert node is not None
     return node

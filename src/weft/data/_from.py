@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from weft.data._build import Spec
+from weft.data._build import IterableSourceSpec, JsonlSourceSpec, RandomSourceSpec
 from weft.data._pipeline import Pipeline
 from weft.errors import ConfigError
 
@@ -18,8 +18,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 
 
 def _random(get: Any, length: int, name: str, *, classes: Sequence[str] | None = None) -> Pipeline:
-    spec = Spec("random", dict(get=get, length=length, name=name, transforms=()))
-    return Pipeline((spec,), classes=classes)
+    return Pipeline((RandomSourceSpec(get=get, length=length, name=name),), classes=classes)
 
 
 def from_iterable(obj: Iterable[Any], *, name: str | None = None) -> Pipeline:
@@ -34,7 +33,7 @@ def from_iterable(obj: Iterable[Any], *, name: str | None = None) -> Pipeline:
         return _random(seq.__getitem__, len(seq), name or type(obj).__name__)
     if not isinstance(obj, Iterable):
         raise ConfigError(f"from_iterable needs an iterable, got {type(obj).__name__}")
-    return Pipeline((Spec("iterable", dict(iterable=obj, name=name or type(obj).__name__)),))
+    return Pipeline((IterableSourceSpec(iterable=obj, name=name or type(obj).__name__),))
 
 
 def from_range(start: int, stop: int | None = None, step: int = 1) -> Pipeline:
@@ -82,7 +81,7 @@ def from_jsonl(path: str | os.PathLike[str]) -> Pipeline:
     """Records of a JSON Lines file, streamed; resumes by seeking to a byte offset."""
     if not os.path.isfile(path):
         raise ConfigError(f"no such file: {os.fspath(path)!r}")
-    return Pipeline((Spec("jsonl", dict(path=os.fspath(path))),))
+    return Pipeline((JsonlSourceSpec(path=os.fspath(path)),))
 
 
 def from_image_folder(root: str | os.PathLike[str], *,

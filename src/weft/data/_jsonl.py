@@ -7,8 +7,8 @@ import os
 import time
 from typing import IO, Any
 
-from weft.data._node import Key, Node
-from weft.errors import ResumeError
+from weft.data._node import Key, Node, NodeState
+from weft.errors import ConfigError, ResumeError
 
 __all__ = ["JsonlSource"]
 
@@ -54,18 +54,24 @@ class JsonlSource(Node):
         try:
             value = json.loads(raw)
         except ValueError as exc:
-            raise ValueError(f"{self.path}, line {line + 1} is not valid JSON: {exc}") from exc
+            raise ConfigError(f"{self.path}, line {line + 1} is not valid JSON ({exc}): fix or remove that "
+                              "line; every non-blank line of a JSON Lines file holds one JSON value") from exc
         self.busy += time.perf_counter() - start
         self.items += 1
         return line, value
 
     def state(self) -> Any:
-        return ((self._line, self._offset), None)
+        return NodeState((self._line, self._offset), None)
 
     def restore(self, state: Any) -> None:
-        line, offset = (0, 0) if state is None else state[0]
+        position = (0, 0) if state is None else self.parts(state).own
+        try:
+            line, offset = position
+        except (TypeError, ValueError):
+            line = offset = None
         if not (isinstance(line, int) and isinstance(offset, int) and line >= 0 and offset >= 0):
-            raise ResumeError(f"jsonl position {state!r} is not (line, byte offset)")
+            raise ResumeError(f"jsonl position {position!r} is not (line, byte offset): "
+                              "load a state saved from the same pipeline")
         size = os.path.getsize(self.path)
         if offset > size:
             raise ResumeError(f"byte offset {offset} is past the end of {self.path} ({size} bytes): "
@@ -82,9 +88,12 @@ class JsonlSource(Node):
 
     def load(self, data: Any) -> Any:
         loaded = super().load(data)
-        return None if loaded is None else (tuple(loaded[0]), None)
+        if loaded is None:
+            return None
+        own = loaded.own
+        return NodeState(tuple(own) if isinstance(own, (list, tuple)) else own, None)
 
-    def _extra_stats(self) -> dict[str, Any]:
+    def _extra_statistics(self) -> dict[str, Any]:
         return {"extra": {"lines_read": float(self.lines_read)}}
 
     def close(self) -> None:

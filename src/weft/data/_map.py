@@ -1,15 +1,14 @@
 """The map stage: ``fn`` on every item, inline or on a weft.exec executor.
 
-Items travel to workers in small chunks (sized so a chunk holds ~0.5 ms of work on
-threads, ~2 ms on processes), which amortises the cost of a Future and of a pipe
-round trip; results still come back per item. At most ``max_in_flight`` items are
-pulled and not yet handed on.
+Items travel to workers in chunks (see :mod:`weft.data._chunks` for their size and the
+in-flight bound); results still come back per item.
 
 Resume. Ordered: the state after an item is the upstream state recorded when that
-item was pulled. Unordered: the upstream state before the oldest item not yet handed
-on, plus the keys handed on since; on resume those keys are skipped when they come
-round again. The span between the oldest pending item and the newest pulled one is
-bounded, so that key list stays small.
+item was pulled. Unordered: see :mod:`weft.data._ledger`.
+
+Which backend runs the stage is weft.exec's rule (:mod:`weft.exec._policy`): with
+``backend="auto"`` the stage asks it, and measures its own first items with
+``weft.exec.calibrate`` when the rule needs a measurement (those results are kept).
 """
 
 from __future__ import annotations
@@ -21,37 +20,46 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from weft import runtime
-from weft.data._node import Key, Node
-from weft.data._stages import freeze
-from weft.data._work import ChunkResult, run_chunk
+from weft.data._chunks import ChunkSizer, default_max_in_flight
+from weft.data._ledger import HandOnLedger
+from weft.data._node import Key, Node, NodeState, freeze
+from weft.data._work import ChunkResult, ItemError, run_chunk
 
-__all__ = ["MapNode"]
+if TYPE_CHECKING:
+    from weft.data._build import MapSpec
+    from weft.exec import Executor
+
+__all__ = ["MapNode", "ParkedWorkers"]
 
 log = logging.getLogger(__name__)
 
-# Work per chunk sent to the executor. Without the GIL, threads contend on the shared
-# queue and futures instead of on the GIL, and larger chunks measured 1.4x faster on
-# pure-Python work (text tokenisation on 3.13t: 0.5 ms -> 6.2k items/s, 5 ms -> 9.0k).
-# On processes every chunk costs two pickles, two pipe messages and a dispatcher wake-up
-# (~0.2 ms of CPU in all): 10 ms chunks keep that near 2% (text tokenisation on 2 workers:
-# 2 ms -> 12.4k items/s, 10 ms -> 14.9k).
-_TARGET_CHUNK_SECONDS = {"thread": 0.0005, "thread-nogil": 0.005, "process": 0.010}
+#: What statistics() says of a map with backend="serial".
+_INLINE_REASON = "backend='serial': runs in the thread that pulls from it"
 
 
-def default_max_in_flight(workers: int, backend: str) -> int:
-    """Items pulled and not yet handed on when the user does not say.
+def _crosses_processes(executor: Executor) -> bool:
+    """Whether the executor runs calls in other processes (so results come back pickled:
+    errors must pickle, and same-shaped arrays are worth packing into one)."""
+    if executor.backend in ("thread", "serial"):
+        return False  # the built-in backends that run in this process
+    from weft.exec import ProcessExecutor
 
-    Room for two chunks per worker (one running, one queued behind it): chunks of up to
-    8 items on threads, of 32 or more on processes, where larger chunks pay for themselves.
-    """
-    return max(256, 64 * workers) if backend == "process" else max(64, 4 * workers)
+    return isinstance(executor, ProcessExecutor)  # also a registered backend built on it
 
 
-#: what a pipeline keeps of a map stage between passes: (executor, label, reason, remote, limit)
-_Parked = tuple[Any, str, str, bool, int]
+@dataclass(frozen=True, kw_only=True)
+class ParkedWorkers:
+    """A map stage's executor kept between passes of a pipeline (persistent_workers)."""
+
+    executor: Executor
+    label: str
+    reason: str
+    remote: bool
+    limit: int
 
 
 class _Chunk:
@@ -67,28 +75,27 @@ class _Chunk:
 
 class MapNode(Node):
     kind = "map"
+    packs_runs = True
 
-    def __init__(self, up: Node, fn: Callable[[Any], Any], *, workers: int, backend: str, ordered: bool,
-                 max_in_flight: int | None, on_error: str, retries: int, name: str) -> None:
-        super().__init__(up, name=name)
-        self._fn = fn
-        self._workers = workers
-        self._backend = backend
-        self._ordered = ordered or backend == "serial"
-        self._user_limit = max_in_flight
-        self._limit = max_in_flight or default_max_in_flight(workers, "thread")
-        self._raise = on_error != "skip"
-        self._retries = retries if on_error == "retry" else 0
-        self._executor: Any = None
-        self._label = "inline" if backend == "serial" else backend
-        self._reason = "backend='serial': runs in the thread that pulls from it"
+    def __init__(self, up: Node, spec: MapSpec) -> None:
+        super().__init__(up, name=spec.name)
+        self._fn = spec.fn
+        self._workers = spec.workers
+        self._backend = spec.backend
+        self._ordered = not spec.unordered
+        self._user_limit = spec.max_in_flight
+        self._limit = spec.max_in_flight or default_max_in_flight(spec.workers, "thread")
+        self._raise = spec.on_error != "skip"
+        self._retries = spec.retries if spec.on_error == "retry" else 0
+        self._executor: Executor | None = None
+        self._label = "inline" if spec.backend == "serial" else spec.backend
+        self._reason = _INLINE_REASON
         self._remote = False
-        self._chunk = 1
-        self._per_item: float | None = None
+        self._sizer = ChunkSizer()
         self.skipped = 0
         self.retried = 0
         #: set by a pipeline that keeps workers between passes: takes the executor at close
-        self.park: Callable[[_Parked], None] | None = None
+        self.park: Callable[[ParkedWorkers], None] | None = None
         self._reset_flow(None)
 
     # -- bookkeeping -------------------------------------------------------------------
@@ -100,21 +107,25 @@ class MapNode(Node):
         self._in_flight = 0
         self._ready: _Chunk | None = None
         self._results: Any = []  # a list, or an array of rows a worker process packed
-        self._errors: dict[int, tuple[BaseException, str]] | None = None
+        self._errors: dict[int, ItemError] | None = None
         self._pos = 0
         self._exhausted = False
         self._ordinal = 0
         self._last_post = post
         self._state_post = post
         self._skip: set[Key] = set()
-        # unordered only: pull order with pre-states, handed-on ordinals, handed-on keys
-        self._pending: deque[tuple[int, Any]] = deque()
-        self._gone: set[int] = set()
-        self._emitted: list[tuple[int, Key]] = []
+        self._ledger = None if self._ordered else HandOnLedger(self._limit)
 
-    def adopt(self, parked: _Parked) -> None:
+    def _set_limit(self, limit: int) -> None:
+        self._limit = limit
+        if self._ledger is not None:
+            self._ledger.set_limit(limit)
+
+    def adopt(self, parked: ParkedWorkers) -> None:
         """Run on the workers a previous pass of the same pipeline left running."""
-        self._executor, self._label, self._reason, self._remote, self._limit = parked
+        self._executor, self._label, self._reason = parked.executor, parked.label, parked.reason
+        self._remote = parked.remote
+        self._set_limit(parked.limit)
 
     def _start_executor(self) -> None:
         import weft.exec
@@ -122,25 +133,27 @@ class MapNode(Node):
         backend, reason = self._backend, ""
         if backend == "auto":
             backend, reason = self._choose()
-        self._executor = weft.exec.create(backend, workers=self._workers, **({"reason": reason} if reason else {}))
-        self._remote = backend == "process"
+        self._executor = executor = weft.exec.create(backend, workers=self._workers,
+                                                     **({"reason": reason} if reason else {}))
+        self._remote = _crosses_processes(executor)
         if self._user_limit is None:
-            self._limit = default_max_in_flight(self._workers, backend)
+            self._set_limit(default_max_in_flight(self._workers, "process" if self._remote else backend))
         self._label = backend if self._backend != "auto" else f"auto:{backend}"
-        self._reason = self._executor.statistics().reason
+        self._reason = executor.statistics().reason
 
     def _choose(self) -> tuple[str, str]:
-        """The auto rule of weft.exec, measured on this stage's first items (kept as results)."""
-        if not runtime.gil_enabled():
-            return "thread", "the GIL is off: threads run Python in parallel, sharing data by reference"
-        if min(self._workers, runtime.usable_cores()) <= 1:
-            return "thread", "one usable core or worker: processes would add copying, not parallelism"
+        """weft.exec's backend rule for this stage's function, measured on its first items
+        when the rule needs a measurement (their results are kept, not computed twice)."""
+        from weft.exec import _policy, calibrate
+
+        ruled = _policy.interpreter_rule(self._workers)
+        if ruled is not None:
+            return ruled.backend, ruled.reason
         try:
             pickle.dumps(self._fn)
-        except Exception:
-            return "thread", ("the function cannot be pickled, so it cannot go to processes "
-                              "(define it at module level to allow them): threads")
-        from weft.exec import calibrate
+        except Exception as exc:
+            refused = _policy.unpicklable(exc)
+            return refused.backend, refused.reason
 
         pulled: list[tuple[Key, Any, int]] = []
 
@@ -158,12 +171,12 @@ class MapNode(Node):
             return run_chunk(self._fn, (value,), self._retries, False)
 
         decision, done = calibrate(measured, items(), workers=self._workers)
-        results = [r for _, r in sorted(done, key=lambda p: p[0])]
-        if results:
+        chunks = [chunk for _, chunk in sorted(done, key=lambda pair: pair[0])]
+        if chunks:
+            errors = {i: c.errors[0] for i, c in enumerate(chunks) if c.errors}
             future: Future[ChunkResult] = Future()
-            errors = {i: r[1][0] for i, r in enumerate(results) if r[1]}
-            future.set_result(([r[0][0] for r in results], errors or None, sum(r[2] for r in results),
-                               sum(r[3] for r in results)))
+            future.set_result(ChunkResult([c.results[0] for c in chunks], errors or None,
+                                          sum(c.retried for c in chunks), sum(c.seconds for c in chunks)))
             self._add_chunk(future, [p[0] for p in pulled], [p[1] for p in pulled], [p[2] for p in pulled])
         return decision.backend, decision.reason
 
@@ -176,8 +189,8 @@ class MapNode(Node):
             post = up.state()
             ordinal = self._ordinal
             self._ordinal = ordinal + 1
-            if not self._ordered:
-                self._pending.append((ordinal, self._last_post))
+            if self._ledger is not None:
+                self._ledger.pulled(ordinal, self._last_post)
             self._last_post = post
             if self._skip and key in self._skip:
                 self._skip.discard(key)
@@ -186,18 +199,8 @@ class MapNode(Node):
             return key, value, post, ordinal
 
     def _hand_on(self, ordinal: int, key: Key) -> None:
-        if not self._ordered:
-            self._gone.add(ordinal)
-            self._emitted.append((ordinal, key))
-            if len(self._emitted) > 4 * self._limit + 64:
-                oldest = self._oldest()
-                self._emitted = [(o, k) for o, k in self._emitted if oldest is not None and o > oldest]
-
-    def _oldest(self) -> int | None:
-        pending, gone = self._pending, self._gone
-        while pending and pending[0][0] in gone:
-            gone.discard(pending.popleft()[0])
-        return pending[0][0] if pending else None
+        if self._ledger is not None:
+            self._ledger.handed_on(ordinal, key)
 
     def _add_chunk(self, future: Future[ChunkResult], keys: list[Key], posts: list[Any],
                    ordinals: list[int]) -> None:
@@ -212,15 +215,14 @@ class MapNode(Node):
             future.add_done_callback(lambda _f, c=chunk, q=done: q.put(c))  # type: ignore[misc]
 
     def _fill(self) -> None:
-        limit = self._limit
-        span = 8 * limit
+        executor, limit, ledger = self._executor, self._limit, self._ledger
+        assert executor is not None
         while not self._exhausted and self._in_flight < limit:
-            if not self._ordered:
-                oldest = self._oldest()
-                if oldest is not None and self._ordinal - oldest >= span:
-                    return
-            n = min(self._chunk, limit - self._in_flight)
-            if n < self._chunk and self._in_flight:
+            if ledger is not None and not ledger.may_pull(self._ordinal):
+                return
+            size = self._sizer.size
+            n = min(size, limit - self._in_flight)
+            if n < size and self._in_flight:
                 return  # wait for room for a whole chunk: small leftovers would stay small
             keys: list[Key] = []
             values: list[Any] = []
@@ -239,7 +241,7 @@ class MapNode(Node):
             finally:
                 self.wait_up += time.perf_counter() - start
             if keys:
-                future = self._executor.submit(run_chunk, self._fn, values, self._retries, self._remote)
+                future = executor.submit(run_chunk, self._fn, values, self._retries, self._remote)
                 self._add_chunk(future, keys, posts, ordinals)
 
     # -- iteration ---------------------------------------------------------------------
@@ -255,7 +257,7 @@ class MapNode(Node):
                 self._state_post = chunk.posts[i]
                 self._hand_on(chunk.ordinals[i], key)
                 if self._errors and i in self._errors:
-                    self._fail(key, *self._errors[i])
+                    self._fail(key, self._errors[i])
                     continue
                 self.items += 1
                 return key, self._results[i]
@@ -315,65 +317,55 @@ class MapNode(Node):
             raise StopIteration
         start = time.perf_counter()
         chunk = self._window.popleft() if self._ordered else self._done.get()
-        results, errors, retried, seconds = chunk.future.result()
+        result: ChunkResult = chunk.future.result()
         self._flying.discard(chunk.future)
         self.wait_down += time.perf_counter() - start
         self._chunks_in_flight -= 1
         self._in_flight -= len(chunk.keys)
-        self.retried += retried
-        self._tune(seconds / len(chunk.keys))
-        self._ready, self._results, self._errors, self._pos = chunk, results, errors, 0
-        self._fill()
-
-    def _tune(self, per_item: float) -> None:
-        self._per_item = per_item if self._per_item is None else 0.8 * self._per_item + 0.2 * per_item
+        self.retried += result.retried
         kind = "process" if self._remote else ("thread" if runtime.gil_enabled() else "thread-nogil")
-        target = _TARGET_CHUNK_SECONDS[kind]
-        cap = max(1, self._limit // (2 * self._workers))
-        self._chunk = max(1, min(cap, int(target / max(self._per_item, 1e-7))))
+        self._sizer.observe(result.seconds, len(chunk.keys), kind=kind, limit=self._limit, workers=self._workers)
+        self._ready, self._results, self._errors, self._pos = chunk, result.results, result.errors, 0
+        self._fill()
 
     def _next_inline(self) -> tuple[Key, Any]:
         while True:
             key, value, post, _ = self._pull()
             self._state_post = post
             start = time.perf_counter()
-            results, errors, retried, _ = run_chunk(self._fn, (value,), self._retries, False)
+            result = run_chunk(self._fn, (value,), self._retries, False)
             self.busy += time.perf_counter() - start
-            self.retried += retried
-            if errors:
-                self._fail(key, *errors[0])
+            self.retried += result.retried
+            if result.errors:
+                self._fail(key, result.errors[0])
                 continue
             self.items += 1
-            return key, results[0]
+            return key, result.results[0]
 
-    def _fail(self, key: Key, exc: BaseException, text: str) -> None:
+    def _fail(self, key: Key, error: ItemError) -> None:
+        exc = error.exception
         if not self._raise:
             self.skipped += 1
             log.debug("weft: stage %d %r skipped source index %r: %r", self.index, self.name, key, exc)
             return
-        if text:
+        if error.traceback:
             from weft.exec import RemoteTraceback
 
-            exc.__cause__ = RemoteTraceback(text)
+            exc.__cause__ = RemoteTraceback(error.traceback)
         exc.add_note(f"weft: stage {self.index} `{self.name}` failed on source index {key!r} "
                      f"(on_error='skip' drops such items, on_error='retry' tries again)")
         raise exc
 
     # -- resume ------------------------------------------------------------------------
     def state(self) -> Any:
-        if self._ordered:
-            return (tuple(self._skip) or None, self._state_post)
-        oldest = self._oldest()
-        if oldest is None:
-            self._emitted = []
-            return (tuple(self._skip) or None, self._last_post)
-        base = self._pending[0][1]
-        self._emitted = [(o, k) for o, k in self._emitted if o > oldest]
-        skip = tuple(k for _, k in self._emitted) + tuple(self._skip)
-        return (skip or None, base)
+        skip = tuple(self._skip)
+        if self._ledger is None:
+            return NodeState(skip or None, self._state_post)
+        base, handed_on = self._ledger.resume_point(self._last_post)
+        return NodeState(handed_on + skip or None, base)
 
     def restore(self, state: Any) -> None:
-        own, up_state = (None, None) if state is None else state
+        own, up_state = self.parts(state)
         self._cancel()
         assert self.up is not None
         self.up.restore(up_state)
@@ -398,15 +390,16 @@ class MapNode(Node):
         if executor is not None:
             if self.park is not None and not executor.closed:
                 # cancelled chunks that already run finish on the workers; nobody reads them
-                self.park((executor, self._label, self._reason, self._remote, self._limit))
+                self.park(ParkedWorkers(executor=executor, label=self._label, reason=self._reason,
+                                        remote=self._remote, limit=self._limit))
             else:
                 executor.close(cancel=True)
         super().close()
 
-    def _extra_stats(self) -> dict[str, Any]:
+    def _extra_statistics(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"backend": self._label, "workers": self._workers if self._backend != "serial" else 1,
                                  "reason": self._reason, "skipped": self.skipped, "retried": self.retried,
-                                 "extra": {"chunk": float(self._chunk)}}
+                                 "extra": {"chunk": float(self._sizer.size)}}
         if self._executor is not None:
             s = self._executor.statistics()
             extra["busy_fraction"] = s.busy_fraction

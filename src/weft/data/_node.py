@@ -12,20 +12,40 @@ records its upstream's ``state()`` next to every item it pulls, and reports the
 recorded one when it hands the item on. Nodes that only work in the caller's thread
 (filter, batch, ...) simply report their upstream's current state. A node's
 ``state()`` is only ever called from the thread that calls its ``next()``.
+
+A node that keeps something of its own reports a :class:`NodeState`: its own part
+(plain data: numbers, tuples, lists) and its upstream's state. A node that keeps
+nothing (``delegates_state``) reports its upstream's state as it is.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, NamedTuple
 
-from weft.data._stats import StageStats
+from weft.data._stats import StageStatistics
 from weft.errors import ResumeError
 
-__all__ = ["Key", "Node"]
+__all__ = ["Key", "Node", "NodeState", "freeze"]
 
 Key = Hashable
+
+
+def freeze(value: Any) -> Any:
+    """Lists (from a JSON round trip of a state) back to tuples, so keys are hashable again."""
+    if isinstance(value, list):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+class NodeState(NamedTuple):
+    """One node's resume state: its own part and the state of the node before it."""
+
+    #: this node's position (plain data), or None when it is at the start
+    own: Any
+    #: the upstream node's state (None for a source, or for an upstream at its start)
+    upstream: Any
 
 
 class Node:
@@ -34,6 +54,9 @@ class Node:
     kind = "node"
     #: True when ``state()`` is the upstream's state (the node keeps nothing of its own).
     delegates_state = False
+    #: True when :meth:`next_run` hands on arrays of packed rows (a map stage on worker
+    #: processes); the default :meth:`next_run` hands on one list of values.
+    packs_runs = False
 
     def __init__(self, up: Node | None, *, name: str | None = None) -> None:
         self.up = up
@@ -50,6 +73,25 @@ class Node:
         """The next ``(key, value)``; raises StopIteration at the end of the epoch."""
         raise NotImplementedError
 
+    def next_run(self, n: int) -> tuple[list[Key], list[Any]]:
+        """Up to ``n`` items (fewer only at the end of the epoch) as keys and pieces.
+
+        A piece is a list of values or, where :attr:`packs_runs` is true, possibly an
+        array whose rows are the values. Raises StopIteration when no item is left.
+        This default calls :meth:`next` up to ``n`` times and returns one list.
+        """
+        keys: list[Key] = []
+        values: list[Any] = []
+        try:
+            for _ in range(n):
+                key, value = self.next()
+                keys.append(key)
+                values.append(value)
+        except StopIteration:
+            if not keys:
+                raise
+        return keys, [values]
+
     # -- resume ----------------------------------------------------------------------
     def state(self) -> Any:
         assert self.up is not None
@@ -60,13 +102,18 @@ class Node:
         assert self.up is not None
         self.up.restore(state)
 
+    @staticmethod
+    def parts(state: Any) -> NodeState:
+        """``state`` (a NodeState, or None at the start) as its two parts."""
+        return NodeState(None, None) if state is None else NodeState(*state)
+
     def export(self, state: Any) -> dict[str, Any]:
         """``state`` as nested plain data: this stage's part plus its upstream's."""
         out: dict[str, Any] = {"stage": self.kind}
         if self.delegates_state:
             own, up_state = None, state
         else:
-            own, up_state = state if state is not None else (None, None)
+            own, up_state = self.parts(state)
         if own is not None:
             out["state"] = own
         if self.up is not None:
@@ -85,7 +132,7 @@ class Node:
         own = data.get("state")
         if own is None and up_state is None:
             return None
-        return (own, up_state)
+        return NodeState(own, up_state)
 
     # -- lifecycle -------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -112,7 +159,7 @@ class Node:
         return nodes[::-1]
 
     # -- statistics ------------------------------------------------------------------
-    def stats(self, now: float) -> StageStats:
+    def statistics(self, now: float) -> StageStatistics:
         elapsed = max(now - self.started, 1e-9)
         fields: dict[str, Any] = dict(
             index=self.index, name=self.name, kind=self.kind, items=self.items,
@@ -120,13 +167,8 @@ class Node:
             wait_upstream_seconds=self.wait_up, wait_downstream_seconds=self.wait_down,
             elapsed_seconds=elapsed,
         )
-        fields.update(self._extra_stats())
-        return StageStats(**fields)
+        fields.update(self._extra_statistics())
+        return StageStatistics(**fields)
 
-    def _extra_stats(self) -> dict[str, Any]:
+    def _extra_statistics(self) -> dict[str, Any]:
         return {}
-
-    def reset_stats(self) -> None:
-        self.items = 0
-        self.busy = self.wait_up = self.wait_down = 0.0
-        self.started = time.perf_counter()

@@ -19,8 +19,15 @@ __all__ = ["Prefetch"]
 
 _END = object()
 
-#: How often a reader blocked on an empty queue checks that it can still be filled.
+#: How often a reader blocked on an empty queue checks that it can still be filled. Only
+#: a pass being closed from another thread needs this; a tenth of a second bounds how
+#: long such a close waits, at ten wake-ups a second for an idle reader.
 _RECHECK_SECONDS = 0.1
+#: How long a halting stage waits for its pump between draining the queue (so a blocked
+#: put returns): short, since the pump exits right after its next put.
+_DRAIN_SECONDS = 0.05
+#: What statistics() and weft.exec say about the prefetch thread.
+_REASON = "prefetch: one background thread fills a bounded queue"
 
 
 class _Failure:
@@ -76,7 +83,7 @@ class Prefetch(Node):
 
         if self._executor is None:
             self._executor = weft.exec.create(
-                "thread", workers=1, reason="prefetch: one background thread fills a bounded queue")
+                "thread", workers=1, reason=_REASON)
         self._stop = threading.Event()
         self._queue = queue.Queue(maxsize=self._n)
         assert self.up is not None
@@ -125,7 +132,7 @@ class Prefetch(Node):
         if q is not None:
             while pump is not None and not pump.done():
                 try:
-                    q.get(timeout=0.05)  # make room so a blocked put returns
+                    q.get(timeout=_DRAIN_SECONDS)  # make room so a blocked put returns
                 except queue.Empty:
                     pass
             try:
@@ -164,7 +171,7 @@ class Prefetch(Node):
         if self._executor is not None:
             self._executor.close(cancel=True)
 
-    def _extra_stats(self) -> dict[str, Any]:
+    def _extra_statistics(self) -> dict[str, Any]:
         q = self._queue
-        return {"backend": "thread", "reason": "prefetch: one background thread fills a bounded queue",
+        return {"backend": "thread", "reason": _REASON,
                 "extra": {"queued": float(q.qsize() if q is not None else 0), "capacity": float(self._n)}}

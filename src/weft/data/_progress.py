@@ -10,6 +10,12 @@ if TYPE_CHECKING:
 
 __all__ = ["progress"]
 
+#: Items between refreshes of the rate and hint: a statistics snapshot visits every stage
+#: (and asks each executor), too much to do per item of a fast pipeline.
+_REFRESH_EVERY = 64
+#: Characters of the verdict shown beside the bar (the whole verdict is printed at the end).
+_HINT_CHARS = 60
+
 
 def progress(pipe: Pipeline, *, total: int | None = None, description: str = "weft.data",
              console: Any = None) -> Iterator[Any]:
@@ -29,14 +35,14 @@ def progress(pipe: Pipeline, *, total: int | None = None, description: str = "we
             task = bar.add_task(description, total=total, rate="-", hint="")
             for n, item in enumerate(iterator, 1):
                 yield item
-                if n % 64 == 0 or n == total:
-                    s = pipe.stats()
+                if n % _REFRESH_EVERY == 0 or n == total:
+                    s = pipe.statistics()
                     rate = s.stages[-1].items_per_second if s.stages else 0.0
-                    bar.update(task, completed=n, rate=f"{rate:,.0f}", hint=s.verdict[:60])
+                    bar.update(task, completed=n, rate=f"{rate:,.0f}", hint=s.verdict[:_HINT_CHARS])
                 else:
                     bar.update(task, completed=n)
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:
             close()
-    console.print(pipe.stats().verdict)
+    console.print(pipe.statistics().verdict)

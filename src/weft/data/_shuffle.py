@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from weft.data._node import Key, Node
-from weft.data._stages import freeze
+from weft.data._node import Key, Node, NodeState, freeze
 
 __all__ = ["BufferShuffle", "draw"]
 
@@ -72,17 +71,18 @@ class BufferShuffle(Node):
 
     def state(self) -> Any:
         assert self.up is not None
-        return ((self._draws, self._exhausted, list(self._buf)), self.up.state())
+        return NodeState((self._draws, self._exhausted, list(self._buf)), self.up.state())
 
     def restore(self, state: Any) -> None:
-        if state is None or state[0] is None:
+        own, up_state = self.parts(state)
+        if own is None:
             self._draws, self._exhausted, self._buf = 0, False, []
         else:
-            draws, exhausted, buf = state[0]
+            draws, exhausted, buf = own
             self._draws, self._exhausted = int(draws), bool(exhausted)
             self._buf = [(freeze(k), v) for k, v in buf]
         assert self.up is not None
-        self.up.restore(None if state is None else state[1])
+        self.up.restore(up_state)
 
-    def _extra_stats(self) -> dict[str, Any]:
+    def _extra_statistics(self) -> dict[str, Any]:
         return {"extra": {"buffered": float(len(self._buf))}}

@@ -12,31 +12,46 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from weft.data._node import Key, Node
+from weft.data._node import Key, Node, NodeState
 from weft.errors import ResumeError
 
-__all__ = ["IterableSource", "RandomAccessSource", "Transform", "apply_order"]
+__all__ = ["IterableSource", "RandomAccessSource", "ShardOrder", "ShuffleOrder", "Transform", "apply_order"]
 
-#: ("shard", rank, world_size) or ("shuffle", seed)
-Transform = tuple[Any, ...]
+
+@dataclass(frozen=True)
+class ShardOrder:
+    """Keep every ``world_size``-th index of the order, starting at ``rank``."""
+
+    rank: int
+    world_size: int
+
+
+@dataclass(frozen=True)
+class ShuffleOrder:
+    """A seeded permutation of the order, different every epoch."""
+
+    seed: int
+
+
+#: what a shard or shuffle folded into a random-access source does to its order
+Transform = ShardOrder | ShuffleOrder
 
 
 def apply_order(length: int, transforms: tuple[Transform, ...], epoch: int) -> Sequence[int]:
     """The source indices of one epoch, after every shard and shuffle, in order."""
     order: Any = range(length)
     for t in transforms:
-        if t[0] == "shard":
-            order = order[t[1]::t[2]]
-        elif t[0] == "shuffle":
+        if isinstance(t, ShardOrder):
+            order = order[t.rank::t.world_size]
+        else:
             import numpy as np
 
-            rng = np.random.default_rng([int(t[1]) & 0xFFFFFFFF, epoch])
+            rng = np.random.default_rng([int(t.seed) & 0xFFFFFFFF, epoch])
             base = np.asarray(order, dtype=np.int64)
             order = base[rng.permutation(len(base))]
-        else:  # pragma: no cover - specs only build the two kinds above
-            raise AssertionError(t)
     return order  # type: ignore[no-any-return]
 
 
@@ -58,7 +73,7 @@ class RandomAccessSource(Node):
     def set_epoch(self, epoch: int) -> None:
         if epoch != self._epoch:
             self._epoch = epoch
-            if any(t[0] == "shuffle" for t in self._transforms):
+            if any(isinstance(t, ShuffleOrder) for t in self._transforms):
                 self._order = apply_order(self._length, self._transforms, epoch)
 
     def __len__(self) -> int:
@@ -77,10 +92,11 @@ class RandomAccessSource(Node):
         return index, value
 
     def state(self) -> Any:
-        return (self._pos, None)
+        return NodeState(self._pos, None)
 
     def restore(self, state: Any) -> None:
-        pos = 0 if state is None else state[0]
+        pos = self.parts(state).own
+        pos = 0 if pos is None else pos
         if not isinstance(pos, int) or not 0 <= pos <= len(self._order):
             raise ResumeError(f"source position {pos!r} is outside this source's {len(self._order)} items: "
                               "load a state saved from the same data")
@@ -111,10 +127,11 @@ class IterableSource(Node):
         return count, value
 
     def state(self) -> Any:
-        return (self._count, None)
+        return NodeState(self._count, None)
 
     def restore(self, state: Any) -> None:
-        count = 0 if state is None else state[0]
+        count = self.parts(state).own
+        count = 0 if count is None else count
         if not isinstance(count, int) or count < 0:
             raise ResumeError(f"streaming source position {count!r} is not a count of items")
         if self._one_shot:

@@ -10,16 +10,9 @@ from typing import Any
 import numpy as np
 
 from weft.data._collate import default_collate, uncollate
-from weft.data._node import Key, Node
+from weft.data._node import Key, Node, NodeState, freeze
 
-__all__ = ["Batch", "Filter", "Skip", "StreamShard", "Take", "Unbatch", "freeze"]
-
-
-def freeze(value: Any) -> Any:
-    """Lists (from a JSON round trip) back to tuples, so keys are hashable again."""
-    if isinstance(value, list):
-        return tuple(freeze(v) for v in value)
-    return value
+__all__ = ["Batch", "Filter", "Skip", "StreamShard", "Take", "Unbatch"]
 
 
 class Filter(Node):
@@ -81,37 +74,20 @@ class Batch(Node):
     def next(self) -> tuple[Key, Any]:
         up = self.up
         assert up is not None
-        size = self._size
-        take_run = getattr(up, "next_run", None)
-        if take_run is not None:
-            run_keys, pieces = take_run(size)  # StopIteration when nothing is left
-            if len(run_keys) < size and self._drop_last:
-                raise StopIteration
-            start = time.perf_counter()
-            batch = None
-            if self._collate is default_collate and all(type(p) is np.ndarray for p in pieces):
-                # rows a worker process already stacked: what np.stack of them would give
-                if len(pieces) == 1:
-                    batch = pieces[0]
-                elif all(p.shape[1:] == pieces[0].shape[1:] for p in pieces):
-                    batch = np.concatenate(pieces)
-            if batch is None:  # also ragged rows: default_collate explains what to do
-                batch = self._collate([v for piece in pieces for v in piece])
-            self.busy += time.perf_counter() - start
-            self.items += 1
-            return tuple(run_keys), batch
-        keys: list[Key] = []
-        values: list[Any] = []
-        try:
-            for _ in range(size):
-                key, value = up.next()
-                keys.append(key)
-                values.append(value)
-        except StopIteration:
-            if not keys or self._drop_last:
-                raise
+        keys, pieces = up.next_run(self._size)  # StopIteration when nothing is left
+        if len(keys) < self._size and self._drop_last:
+            raise StopIteration
         start = time.perf_counter()
-        batch = self._collate(values)
+        batch = None
+        if up.packs_runs and self._collate is default_collate and all(type(p) is np.ndarray for p in pieces):
+            # rows a worker process already stacked: what np.stack of them would give
+            if len(pieces) == 1:
+                batch = pieces[0]
+            elif all(p.shape[1:] == pieces[0].shape[1:] for p in pieces):
+                batch = np.concatenate(pieces)
+        if batch is None:  # also ragged rows: default_collate explains what to do
+            one = len(pieces) == 1 and type(pieces[0]) is list
+            batch = self._collate(pieces[0] if one else [v for piece in pieces for v in piece])
         self.busy += time.perf_counter() - start
         self.items += 1
         return tuple(keys), batch
@@ -157,12 +133,12 @@ class Unbatch(Node):
         up = self.up
         assert up is not None
         if self._pos >= len(self._cur):
-            return (tuple(self._skip) or None, up.state())
+            return NodeState(tuple(self._skip) or None, up.state())
         done = tuple(k for k, _ in self._cur[:self._pos])
-        return (done + tuple(self._skip), self._base)
+        return NodeState(done + tuple(self._skip), self._base)
 
     def restore(self, state: Any) -> None:
-        own, up_state = (None, None) if state is None else state
+        own, up_state = self.parts(state)
         self._cur, self._pos = [], 0
         self._skip = set(freeze(own) or ())
         assert self.up is not None
@@ -190,12 +166,13 @@ class Take(Node):
 
     def state(self) -> Any:
         assert self.up is not None
-        return (self._count, self.up.state())
+        return NodeState(self._count, self.up.state())
 
     def restore(self, state: Any) -> None:
-        self._count = 0 if state is None or state[0] is None else int(state[0])
+        own, up_state = self.parts(state)
+        self._count = 0 if own is None else int(own)
         assert self.up is not None
-        self.up.restore(None if state is None else state[1])
+        self.up.restore(up_state)
 
 
 class Skip(Node):
@@ -220,9 +197,10 @@ class Skip(Node):
 
     def state(self) -> Any:
         assert self.up is not None
-        return (self._skipped, self.up.state())
+        return NodeState(self._skipped, self.up.state())
 
     def restore(self, state: Any) -> None:
-        self._skipped = 0 if state is None or state[0] is None else int(state[0])
+        own, up_state = self.parts(state)
+        self._skipped = 0 if own is None else int(own)
         assert self.up is not None
-        self.up.restore(None if state is None else state[1])
+        self.up.restore(up_state)

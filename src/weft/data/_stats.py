@@ -4,11 +4,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["PipelineStats", "StageStats", "verdict"]
+__all__ = ["PipelineStatistics", "StageStatistics", "verdict"]
+
+# What the verdict calls a bottleneck. These are judgement lines on ratios the
+# statistics measure, not values fitted to a benchmark: each separates two situations
+# the advice treats differently, with room for measurement noise on either side.
+
+#: A consumer that waited for data less than this share of its time is itself the
+#: bottleneck (the rest is start-up and jitter): the pipeline keeps up.
+CONSUMER_KEEPS_UP = 0.10
+#: A stage busy at least half the time can limit the pipeline; a map whose workers were
+#: busy less than that was held up by something other than its function.
+BUSY = 0.5
+#: Workers busy at least this share of the time are saturated; threads computing on less
+#: than this share of their usable cores are waiting (I/O, locks, contended objects).
+SATURATED = 0.8
+#: Threads that computed on fewer cores than this mostly wait (sleeps, I/O).
+WAITING_CORES = 0.6
+#: Busy threads that computed on fewer cores than this (and on at least WAITING_CORES)
+#: while two or more cores were usable ran one at a time: one core, measured with noise.
+GIL_BOUND_CORES = 1.3
+#: The pipeline waiting on a map's workers this share of the time makes that map the
+#: bottleneck even when no stage is busy (moving items or start-up costs dominate).
+WAITED_ON_WORKERS = 0.3
+#: A first map that waited on its input more than this share of the time names the source.
+WAITED_ON_SOURCE = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)
-class StageStats:
+class StageStatistics:
     """One stage's counters since the current pass started.
 
     ``busy_fraction`` is the share of worker capacity spent inside the stage's own
@@ -48,10 +72,10 @@ class StageStats:
 
 
 @dataclass(frozen=True, kw_only=True)
-class PipelineStats:
+class PipelineStatistics:
     """Per-stage statistics (source first) plus how long the consumer waited for items."""
 
-    stages: tuple[StageStats, ...]
+    stages: tuple[StageStatistics, ...]
     consumer_wait_seconds: float
     elapsed_seconds: float
     verdict: str
@@ -67,25 +91,25 @@ class PipelineStats:
         return "\n".join(lines)
 
 
-def _advice(stage: StageStats, *, gil: bool, cores: int) -> str:
+def _advice(stage: StageStatistics, *, gil: bool, cores: int) -> str:
     if stage.kind != "map":
         return "it runs inline: move the work into a .map(..., workers=N)"
     if stage.backend == "inline" or stage.workers <= 1:
         return f"give it more workers (workers={max(2, cores)})"
     used = stage.computing_cores
-    if stage.backend.endswith("thread") and stage.busy_fraction >= 0.5:
+    if stage.backend.endswith("thread") and stage.busy_fraction >= BUSY:
         # Measured, not assumed: busy threads that compute on about one core are held by
         # the GIL; far below one core, their calls wait; near all cores, they compute.
         if used is None:
             if gil:
                 return "on threads with the GIL on: if its calls hold the GIL, try backend='process'"
-        elif gil and min(stage.workers, cores) >= 2 and 0.6 <= used < 1.3:
+        elif gil and min(stage.workers, cores) >= 2 and WAITING_CORES <= used < GIL_BOUND_CORES:
             return (f"GIL-bound on threads: its {stage.workers} threads computed on only {used:.1f} "
                     f"of {cores} cores; try backend='process'")
-        elif used < 0.6:
+        elif used < WAITING_CORES:
             return (f"its calls mostly wait (its {stage.workers} threads computed on {used:.1f} cores): "
                     "add workers, threads overlap waits")
-        elif used < 0.8 * min(stage.workers, cores):
+        elif used < SATURATED * min(stage.workers, cores):
             return (f"its {stage.workers} threads are busy but compute on only {used:.1f} of {cores} cores: "
                     "they wait (I/O, locks, contended objects); add workers if it is I/O, "
                     "try backend='process' if they contend")
@@ -94,43 +118,43 @@ def _advice(stage: StageStats, *, gil: bool, cores: int) -> str:
                     "or add machines")
     if stage.workers < cores:
         return f"try more workers ({stage.workers} now, {cores} cores)"
-    if stage.workers > cores and stage.busy_fraction >= 0.8:
+    if stage.workers > cores and stage.busy_fraction >= SATURATED:
         # more threads than cores are all busy: they wait (I/O) or they compute; say both
         return (f"all {stage.workers} workers are busy: if its calls wait on I/O, add workers "
                 "(threads overlap waits); if they compute, make the function cheaper")
-    if stage.busy_fraction < 0.8:
+    if stage.busy_fraction < SATURATED:
         return ("its workers are not saturated: moving items or start-up costs the rest; "
                 "try backend='thread' or fewer, larger items")
     return f"all {cores} cores are busy: make the function cheaper or add machines"
 
 
-def verdict(stages: tuple[StageStats, ...], *, consumer_wait_fraction: float, gil: bool, cores: int) -> str:
+def verdict(stages: tuple[StageStatistics, ...], *, consumer_wait_fraction: float, gil: bool, cores: int) -> str:
     """A one-line diagnosis: which stage limits throughput, and what to try."""
     if not stages or stages[-1].items == 0:
         return "no items yet: nothing to diagnose"
-    if consumer_wait_fraction < 0.10:
+    if consumer_wait_fraction < CONSUMER_KEEPS_UP:
         return (f"the consumer is the bottleneck: it waited for data only {consumer_wait_fraction:.0%} "
                 "of the time, so the pipeline keeps up")
     working = [s for s in stages if s.kind in ("map", "filter", "batch", "shuffle")]
     if working:
         worst = max(working, key=lambda s: s.busy_fraction)
-        if worst.busy_fraction >= 0.5:
+        if worst.busy_fraction >= BUSY:
             return (f"stage {worst.index} `{worst.name}` is the bottleneck: busy {worst.busy_fraction:.0%}, "
                     f"{_advice(worst, gil=gil, cores=cores)}")
     maps = [s for s in stages if s.kind == "map" and s.backend != "inline"]
     if maps:
         slowest = max(maps, key=lambda s: s.wait_downstream_seconds)
         share = slowest.wait_downstream_seconds / max(slowest.elapsed_seconds, 1e-9)
-        if share >= 0.3:
+        if share >= WAITED_ON_WORKERS:
             advice = _advice(slowest, gil=gil, cores=cores)
-            if slowest.busy_fraction < 0.5:
+            if slowest.busy_fraction < BUSY:
                 advice = ("yet its workers were idle half the time or more: start-up or moving items "
                           "dominates (a short run, or large items sent to processes); try backend='thread'")
             return (f"stage {slowest.index} `{slowest.name}` is the bottleneck: the pipeline waited on its "
                     f"workers {share:.0%} of the time (busy {slowest.busy_fraction:.0%}), {advice}")
     source = stages[0]
     first_map = next((s for s in stages if s.kind == "map"), None)
-    if first_map is not None and first_map.wait_upstream_seconds > 0.5 * first_map.elapsed_seconds:
+    if first_map is not None and first_map.wait_upstream_seconds > WAITED_ON_SOURCE * first_map.elapsed_seconds:
         return (f"the source `{source.name}` is the bottleneck: stage {first_map.index} `{first_map.name}` "
                 f"waited on its input {first_map.wait_upstream_seconds / first_map.elapsed_seconds:.0%} of the time; "
                 "read in parallel with .map(read, workers=N) or add .prefetch(n)")

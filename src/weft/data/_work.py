@@ -9,20 +9,37 @@ owner hands on its rows, or slices of it to a following batch stage (``MapNode.n
 
 from __future__ import annotations
 
-import pickle
 import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from weft.errors import RemoteError
+from weft.exec._portable import portable_exception
 
-__all__ = ["ChunkResult", "run_chunk"]
+__all__ = ["ChunkResult", "ItemError", "run_chunk"]
 
-#: (results, {position: (exception, traceback text)} or None, retries used, seconds).
-#: ``results`` is a list, or one array stacking them when ``run_chunk`` packed it.
-ChunkResult = tuple[Any, dict[int, tuple[BaseException, str]] | None, int, float]
+
+class ItemError(NamedTuple):
+    """An item whose call failed (after its retries)."""
+
+    exception: BaseException
+    #: the worker's formatted traceback when the call ran in another process, else ""
+    traceback: str
+
+
+class ChunkResult(NamedTuple):
+    """What a worker sends back for a chunk of items."""
+
+    #: one result per item (None where it failed): a list, or one array stacking them
+    #: when the chunk ran in a worker process and ``run_chunk`` packed it
+    results: Any
+    #: failed items by position in the chunk, or None when every call succeeded
+    errors: dict[int, ItemError] | None
+    #: calls repeated under on_error="retry"
+    retried: int
+    #: wall time the worker spent on the chunk
+    seconds: float
 
 
 def _packed(out: list[Any]) -> Any:
@@ -41,15 +58,6 @@ def _packed(out: list[Any]) -> Any:
     return np.stack(out)
 
 
-def _portable(exc: BaseException) -> BaseException:
-    """The exception itself if it survives pickling, else a RemoteError describing it."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:
-        return RemoteError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
-    return exc
-
-
 def run_chunk(fn: Callable[[Any], Any], values: Sequence[Any], retries: int, remote: bool) -> ChunkResult:
     """Apply ``fn`` to every value; failures are retried ``retries`` times, then recorded.
 
@@ -63,10 +71,10 @@ def run_chunk(fn: Callable[[Any], Any], values: Sequence[Any], retries: int, rem
     try:
         for v in values:
             append(fn(v))
-        return (_packed(out) if remote else out), None, 0, time.perf_counter() - start
+        return ChunkResult(_packed(out) if remote else out, None, 0, time.perf_counter() - start)
     except Exception as exc:
         first = exc  # the call on values[len(out)] failed once already
-    errors: dict[int, tuple[BaseException, str]] = {}
+    errors: dict[int, ItemError] = {}
     retried = 0
     for i in range(len(out), len(values)):
         attempt = 0
@@ -84,7 +92,7 @@ def run_chunk(fn: Callable[[Any], Any], values: Sequence[Any], retries: int, rem
                     continue
                 append(None)
                 text = traceback.format_exc() if remote else ""
-                errors[i] = (_portable(exc) if remote else exc, text)
+                errors[i] = ItemError(portable_exception(exc) if remote else exc, text)
                 del exc
                 break
-    return out, errors, retried, time.perf_counter() - start
+    return ChunkResult(out, errors, retried, time.perf_counter() - start)

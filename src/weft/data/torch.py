@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from weft.data._nested import map_leaves
 from weft.data._pipeline import Pipeline
 from weft.errors import ConfigError
 
@@ -39,29 +40,28 @@ def _pin(t: torch.Tensor) -> torch.Tensor:
 
 
 def to_tensors(batch: Any, *, pin_memory: bool = False) -> Any:
-    """NumPy arrays (at any depth of dicts, tuples and lists) as tensors, sharing memory.
+    """NumPy arrays (at any depth of dicts, namedtuples, tuples and lists) as tensors,
+    sharing memory.
 
     Numbers become 0-d tensors; strings and other objects are left as they are.
     ``pin_memory=True`` pins each tensor (page-locked, for fast copies to a GPU); where
     no accelerator exists the tensors stay unpinned and a warning is logged once.
     """
-    if isinstance(batch, np.ndarray):
-        array = batch if batch.flags.writeable else batch.copy()
-        if array.dtype.hasobject:
-            return batch
-        t = torch.from_numpy(np.ascontiguousarray(array))
-        return _pin(t) if pin_memory else t
-    if isinstance(batch, np.generic):
-        return to_tensors(np.asarray(batch), pin_memory=pin_memory)
-    if isinstance(batch, torch.Tensor):
-        return _pin(batch) if pin_memory else batch
-    if isinstance(batch, dict):
-        return {k: to_tensors(v, pin_memory=pin_memory) for k, v in batch.items()}
-    if isinstance(batch, tuple) and not hasattr(batch, "_fields"):
-        return tuple(to_tensors(v, pin_memory=pin_memory) for v in batch)
-    if isinstance(batch, list):
-        return [to_tensors(v, pin_memory=pin_memory) for v in batch]
-    return batch
+
+    def leaf(value: Any) -> Any:
+        if isinstance(value, np.generic):
+            value = np.asarray(value)
+        if isinstance(value, np.ndarray):
+            if value.dtype.hasobject:
+                return value
+            array = value if value.flags.writeable else value.copy()
+            t = torch.from_numpy(np.ascontiguousarray(array))
+            return _pin(t) if pin_memory else t
+        if isinstance(value, torch.Tensor):
+            return _pin(value) if pin_memory else value
+        return value
+
+    return map_leaves(batch, leaf)
 
 
 class PipelineDataset(IterableDataset):  # type: ignore[misc,type-arg]

@@ -163,9 +163,9 @@ class Executor(abc.ABC):
 
     def _on_done(self, future: Future[Any]) -> None:
         with self._counters.lock:
-            self._settle(future)
+            self._count_finished(future)
 
-    def _settle(self, future: Future[Any]) -> None:
+    def _count_finished(self, future: Future[Any]) -> None:
         """Count ``future`` once, whichever of its done-callback and ``statistics()`` comes
         first; the caller holds the counters' lock."""
         if future in self._in_flight:
@@ -198,7 +198,7 @@ class Executor(abc.ABC):
             # A Future wakes its waiters before it runs its done-callbacks: a caller that
             # has the result may ask before the callback counted it. Count it now.
             for future in [f for f in self._in_flight if f.done()]:
-                self._settle(future)
+                self._count_finished(future)
             return ExecutorStatistics(
                 backend=self.backend, workers=self.workers, reason=self.reason,
                 submitted=c.submitted, completed=c.completed, failed=c.failed,

@@ -19,6 +19,8 @@ _BUILTIN: dict[str, str] = {
     "thread": "weft.exec._thread:ThreadExecutor",
     "process": "weft.exec._process:ProcessExecutor",
     "auto": "weft.exec._auto:AutoExecutor",
+    "ray": "weft.exec._ray:RayExecutor",
+    "dask": "weft.exec._dask:DaskExecutor",
 }
 _registered: dict[str, BackendFactory] = {}
 

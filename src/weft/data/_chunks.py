@@ -1,0 +1,68 @@
+"""How much work a map stage sends to a worker at a time, and how much it keeps in flight.
+
+Items travel to workers in chunks sized to hold a target amount of work (measured as
+the stage runs), which amortises the cost of a Future and, on processes, of two pickles
+and a pipe round trip; results still come back per item. At most ``max_in_flight``
+items are pulled and not yet handed on.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ChunkSizer", "default_max_in_flight"]
+
+# Work per chunk sent to the executor. Without the GIL, threads contend on the shared
+# queue and futures instead of on the GIL, and larger chunks measured 1.4x faster on
+# pure-Python work (text tokenisation on 3.13t: 0.5 ms -> 6.2k items/s, 5 ms -> 9.0k).
+# On processes every chunk costs two pickles, two pipe messages and a dispatcher wake-up
+# (~0.2 ms of CPU in all): 10 ms chunks keep that near 2% (text tokenisation on 2 workers:
+# 2 ms -> 12.4k items/s, 10 ms -> 14.9k).
+TARGET_CHUNK_SECONDS = {"thread": 0.0005, "thread-nogil": 0.005, "process": 0.010}
+#: Weight of the newest chunk in the running average of seconds per item that sizes
+#: chunks: an exponential average over about the last five chunks, so one slow chunk
+#: does not halve the chunk size while a lasting change in item cost shows within a few.
+PER_ITEM_SMOOTHING = 0.2
+#: Floor of the seconds per item used to size chunks (a call measured at 0 s must not
+#: ask for unbounded chunks; the in-flight cap bounds them anyway).
+MIN_PER_ITEM_SECONDS = 1e-7
+#: Chunks are capped so this many fit in flight per worker: one running, one queued
+#: behind it, so a worker never waits for the stage to send its next chunk.
+CHUNKS_IN_FLIGHT_PER_WORKER = 2
+
+# Default in-flight bound: room for two chunks per worker (one running, one queued behind
+# it), of up to 8 items on threads (4 workers of the 64-item floor: a 0.5 ms target
+# rarely needs more) and of 32 or more on processes, where larger chunks pay for
+# themselves. The floors leave a stage with few workers room for chunks of useful size.
+_THREAD_ITEMS_PER_WORKER = 4
+_THREAD_MIN_IN_FLIGHT = 64
+_PROCESS_ITEMS_PER_WORKER = 64
+_PROCESS_MIN_IN_FLIGHT = 256
+
+
+def default_max_in_flight(workers: int, backend: str) -> int:
+    """Items pulled and not yet handed on when the user does not say."""
+    if backend == "process":
+        return max(_PROCESS_MIN_IN_FLIGHT, _PROCESS_ITEMS_PER_WORKER * workers)
+    return max(_THREAD_MIN_IN_FLIGHT, _THREAD_ITEMS_PER_WORKER * workers)
+
+
+class ChunkSizer:
+    """Items per chunk, from the seconds per item the finished chunks took."""
+
+    def __init__(self) -> None:
+        self.size = 1
+        self._per_item: float | None = None
+
+    def observe(self, seconds: float, items: int, *, kind: str, limit: int, workers: int) -> int:
+        """Take in a finished chunk of ``items`` that took ``seconds`` on a worker; the new size.
+
+        ``kind`` is a key of :data:`TARGET_CHUNK_SECONDS`; ``limit`` the stage's in-flight bound.
+        """
+        per_item = seconds / items
+        if self._per_item is None:
+            self._per_item = per_item
+        else:
+            self._per_item += PER_ITEM_SMOOTHING * (per_item - self._per_item)
+        cap = max(1, limit // (CHUNKS_IN_FLIGHT_PER_WORKER * workers))
+        wanted = int(TARGET_CHUNK_SECONDS[kind] / max(self._per_item, MIN_PER_ITEM_SECONDS))
+        self.size = max(1, min(cap, wanted))
+        return self.size

@@ -1,0 +1,127 @@
+"""A pass over a pipeline: the running nodes, and the workers kept between passes.
+
+Iterating a :class:`~weft.data.Pipeline` starts a :class:`Run`. The run belongs to the
+iterator alone, so breaking out of a ``for`` loop, an exception in the loop body,
+``close()`` or garbage collection all stop it; when it stops it hands its final state
+and statistics to whoever started it.
+
+:class:`WorkerPark` keeps map stages' executors from one pass to the next
+(``persistent_workers``), until it is closed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from weft import runtime
+from weft.data._map import MapNode, ParkedWorkers
+from weft.data._node import Node
+from weft.data._stats import PipelineStatistics, verdict
+
+__all__ = ["STATE_VERSION", "Run", "WorkerPark"]
+
+#: The version of the plain-data state a pipeline's state_dict() returns.
+STATE_VERSION = 1
+
+
+class Run:
+    """One pass over the pipeline: owns the nodes; closing it stops every worker.
+
+    ``on_close(state_dict, statistics)`` is called once, when the run stops.
+    """
+
+    def __init__(self, node: Node, *, epoch: int, end: int | None, state: Any, finished: bool,
+                 on_close: Callable[[dict[str, Any], PipelineStatistics], None]) -> None:
+        self.node = node
+        self.epoch = epoch
+        self.end = end
+        self.finished = finished
+        self.closed = False
+        self.yielded = 0
+        self.wait = 0.0
+        self.started = time.perf_counter()
+        self._on_close = on_close
+        node.set_epoch(epoch)
+        node.restore(state)
+
+    def __iter__(self) -> Run:
+        return self
+
+    def __next__(self) -> Any:
+        if self.finished or self.closed:
+            raise StopIteration
+        start = time.perf_counter()
+        try:
+            while True:
+                try:
+                    _key, value = self.node.next()
+                    break
+                except StopIteration:
+                    if self.end is not None and self.epoch + 1 >= self.end:
+                        self.finished = True
+                        raise
+                    self.epoch += 1
+                    self.node.set_epoch(self.epoch)
+                    self.node.restore(None)
+        except BaseException:
+            self.close()
+            raise
+        self.wait += time.perf_counter() - start
+        self.yielded += 1
+        return value
+
+    def state_dict(self) -> dict[str, Any]:
+        stages = None if self.finished else self.node.export(self.node.state())
+        return {"version": STATE_VERSION, "epoch": self.epoch, "end": self.end,
+                "finished": self.finished, "stages": stages}
+
+    def statistics(self) -> PipelineStatistics:
+        now = time.perf_counter()
+        stages = tuple(n.statistics(now) for n in self.node.chain())
+        elapsed = now - self.started
+        fraction = min(1.0, self.wait / elapsed) if elapsed > 0 else 0.0
+        text = verdict(stages, consumer_wait_fraction=fraction, gil=runtime.gil_enabled(),
+                       cores=runtime.usable_cores())
+        return PipelineStatistics(stages=stages, consumer_wait_seconds=self.wait, elapsed_seconds=elapsed,
+                                  verdict=text)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self._on_close(self.state_dict(), self.statistics())
+        finally:
+            self.closed = True
+            self.node.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+
+class WorkerPark:
+    """Map stages' executors kept between passes, by stage index, until :meth:`close`."""
+
+    def __init__(self) -> None:
+        self._parked: dict[int, ParkedWorkers] = {}
+
+    def lend(self, node: Node) -> None:
+        """Give every map stage of ``node``'s chain the workers parked for its index (if
+        any), and have it park its workers here when its pass ends."""
+        parked = self._parked
+        for stage in node.chain():
+            if isinstance(stage, MapNode):
+                kept = parked.pop(stage.index, None)
+                if kept is not None:
+                    stage.adopt(kept)
+                stage.park = lambda p, i=stage.index: parked.__setitem__(i, p)  # type: ignore[misc]
+
+    def close(self) -> None:
+        """Stop every parked worker."""
+        while self._parked:
+            _index, kept = self._parked.popitem()
+            kept.executor.close(cancel=True)

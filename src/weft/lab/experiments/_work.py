@@ -8,7 +8,7 @@ from typing import Any
 from weft.lab._context import Context
 
 __all__ = ["SCALING_EFFICIENCY", "array_server", "cpu_chunk", "cpu_work", "import_numpy", "note_cores_used",
-           "set_scaling_threshold"]
+           "one_worker_per_core", "set_scaling_threshold"]
 
 #: What "scales with the cores" means in the claims: at least this share of the ideal
 #: N-fold speed-up on N cores (the ">= 70% parallel efficiency" their texts state).
@@ -30,6 +30,17 @@ def cpu_chunk(ctx: Context) -> int:
     """Iterations per worker for the threads and processes experiments (same in all of them,
     so that serial timings can be compared across interpreters)."""
     return ctx.pick(full=1_000_000, quick=250_000, smoke=20_000)
+
+
+def one_worker_per_core(ctx: Context, *, on_one_core: str) -> tuple[int, int]:
+    """(workers, iterations per worker) of a parallel experiment, recorded as parameters:
+    one worker per usable core. Skips with ``on_one_core`` when there is only one."""
+    if ctx.cores < 2:
+        ctx.skip(f"only one usable core: {on_one_core}")
+    workers, n = ctx.cores, cpu_chunk(ctx)
+    ctx.param("workers", workers)
+    ctx.param("iterations_per_worker", n)
+    return workers, n
 
 
 def note_cores_used(ctx: Context, variant: str, workers: int) -> None:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from weft.lab._claim import Claim
 from weft.lab._context import Context
-from weft.lab.experiments._work import cpu_chunk, cpu_work, note_cores_used, set_scaling_threshold
+from weft.lab.experiments._work import (
+    cpu_work,
+    note_cores_used,
+    one_worker_per_core,
+    set_scaling_threshold,
+)
 from weft.lab.experiments.threads_gil import run_threads
 
 CLAIM = Claim(
@@ -23,12 +28,7 @@ def measure(ctx: Context) -> None:
     if gil_enabled():
         ctx.skip("free-threaded build, but the GIL is enabled now (PYTHON_GIL=1 or an "
                  "extension that re-enabled it)")
-    if ctx.cores < 2:
-        ctx.skip("only one usable core: there is nothing for threads to scale onto")
-    workers = ctx.cores
-    n = cpu_chunk(ctx)
-    ctx.param("workers", workers)
-    ctx.param("iterations_per_worker", n)
+    workers, n = one_worker_per_core(ctx, on_one_core="there is nothing for threads to scale onto")
     set_scaling_threshold(ctx, workers)
     ctx.time({"serial": lambda: [cpu_work(n) for _ in range(workers)],
               "threads": lambda: run_threads(n, workers)})

@@ -11,14 +11,19 @@ from typing import Annotated
 import typer
 
 from weft import runtime
+from weft.exec._policy import describe_rule
 
 app = typer.Typer(name="weft", help="Make Python AI workloads fast with or without the GIL.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
 
 @app.callback()
 def _root() -> None:
     """Make Python AI workloads fast with or without the GIL."""
 
+
+#: How ``weft doctor`` names each kind of work in its backend table.
+_WORKLOAD_WORDS = {"cpu": "CPU-bound Python", "native": "native code releasing the GIL", "io": "blocking I/O"}
 
 #: Modules whose ``register(app)`` adds sub-commands.
 _AREAS: tuple[str, ...] = ("weft.train._cli", "weft.serve._cli", "weft.lab._cli", "weft._demo")
@@ -63,16 +68,15 @@ def doctor(
     backends.add_column("work")
     backends.add_column("backend")
     backends.add_column("why")
-    words = {"cpu": "CPU-bound Python", "native": "native code releasing the GIL", "io": "blocking I/O"}
     for choice in facts.backends:
-        backends.add_row(words.get(choice.workload, choice.workload), choice.backend, choice.reason)
+        workload = choice.workload or "any"
+        backends.add_row(_WORKLOAD_WORDS.get(workload, workload), choice.backend, choice.reason)
     console.print(backends)
     if facts.clusters:
         from weft.exec._cluster_info import cluster_table
 
         console.print(cluster_table(facts.clusters))
-    console.print("backend='auto' on a map measures the function itself: threads if it waits or "
-                  "releases the GIL (threads use >= 1.5 cores at >= 60% efficiency), otherwise processes; threads whenever the GIL is off.")
+    console.print(describe_rule())
 
 
 def _yes(value: bool) -> str:

@@ -144,10 +144,17 @@ def check_gil_imports(modules: tuple[str, ...] = DEFAULT_GIL_MODULES, *, python:
     """
     env = dict(os.environ)
     env.pop("PYTHON_GIL", None)  # a forced setting would hide the module that flips it
-    out = subprocess.run(
-        [python or sys.executable, "-c", _GIL_CHECK_SCRIPT, json.dumps(list(modules))],
-        capture_output=True, text=True, timeout=timeout, env=env, check=True,
-    )
+    executable = python or sys.executable
+    try:
+        out = subprocess.run(
+            [executable, "-c", _GIL_CHECK_SCRIPT, json.dumps(list(modules))],
+            capture_output=True, text=True, timeout=timeout, env=env, check=True,
+        )
+    except OSError as exc:
+        from weft.errors import ConfigError
+
+        raise ConfigError(f"cannot run {executable!r} to check its imports ({exc}): pass the path of a "
+                          "Python executable") from exc
     data = json.loads(out.stdout.strip().splitlines()[-1])
     return GilCheck(**data)
 

@@ -43,7 +43,7 @@ def test_sigkill_at_random_points_leaves_a_loadable_checkpoint(tmp_path) -> None
         assert restored.step >= last_step, "the latest checkpoint never goes backwards"
         assert restored.step > last_step, "every child completes at least one save before it is killed"
         last_step = restored.step
-        for info in ckpt.list():
+        for info in ckpt.checkpoints():
             assert info.path.exists(), f"manifest names a missing file after kill {kill}"
     leftovers = [p for p in directory.iterdir() if p.name.startswith(".weft-tmp-")]
     assert len(leftovers) <= 1, f"temporary files pile up: {leftovers}"

@@ -12,7 +12,18 @@ from typing import Any
 import pytest
 
 import weft.train as wt
-from weft.train._wrap import CALL, COLLECT, NEXT, REST, START, Emit, Finished, Sleep, Wait, make_wrapper
+from weft.train._wrap import (
+    CALL,
+    COLLECT,
+    NEXT,
+    REST,
+    START,
+    Emit,
+    Finished,
+    Sleep,
+    Wait,
+    make_wrapper,
+)
 
 
 def recording_plans(log: list[str]) -> tuple[Any, Any]:

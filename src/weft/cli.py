@@ -21,7 +21,7 @@ def _root() -> None:
 
 
 #: Modules whose ``register(app)`` adds sub-commands.
-_AREAS: tuple[str, ...] = ("weft.train._cli", "weft.serve._cli", "weft.lab._cli", "weft._demo")
+_AREAS: tuple[str, ...] = ("weft.train._cli", "weft.serve._cli", "weft.lab._cli", "weft.demo._cli")
 
 
 @app.command()

@@ -112,9 +112,12 @@ def test_one_computation_per_key_under_16_threads() -> None:
         t.start()
     assert started.wait(30)
     # the computing thread is parked in slow(); let every other thread arrive and wait on it
+    # (an explicit state: each thread counts itself under the cache's lock before it waits;
+    # the bound is only there so a bug fails instead of hanging)
     from conftest import wait_until
 
-    assert wait_until(lambda: slow.statistics().waited + slow.statistics().misses == 16)  # type: ignore[attr-defined]
+    assert wait_until(lambda: slow.statistics().waited + slow.statistics().misses == 16,  # type: ignore[attr-defined]
+                      timeout=60)
     release.set()
     for t in threads:
         t.join()

@@ -16,7 +16,7 @@ from rich.console import Console
 pytest.importorskip("fastapi", reason="the serve extra is not installed here")
 pytest.importorskip("PIL", reason="Pillow is not installed here")
 
-from weft.demo import run_demo
+from weft.demo._run import run_demo
 
 # Three demo runs take ~25 s on an idle 2-core machine; these bounds leave room for a
 # machine whose every core also runs another CPU-bound process.

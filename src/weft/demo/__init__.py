@@ -12,32 +12,8 @@
 :mod:`weft.demo._run` runs the three phases; :mod:`weft.demo._report` prints what ran,
 on which backend and why (from the components' ``statistics()``), its throughput and
 the accuracy; :mod:`weft.demo._cli` adds the ``weft demo`` command.
+
+Nothing is imported here: ``weft --help`` imports :mod:`weft.demo._cli` to register the
+command, and must not load NumPy or Pillow. Programs import from the modules
+(``from weft.demo._run import run_demo``; ``weft.demo._model:DemoModel`` for ``weft serve``).
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from weft.demo._dataset import load_example
-    from weft.demo._model import DemoModel
-    from weft.demo._run import DemoSize, run_demo
-
-__all__ = ["DemoModel", "DemoSize", "load_example", "run_demo"]
-
-# NumPy and Pillow load on first use: `weft --help` imports this package to register
-# `weft demo`, and must stay fast.
-_LAZY = {
-    "DemoModel": "weft.demo._model",
-    "DemoSize": "weft.demo._run",
-    "load_example": "weft.demo._dataset",
-    "run_demo": "weft.demo._run",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'weft.demo' has no attribute {name!r}")

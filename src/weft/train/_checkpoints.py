@@ -111,7 +111,8 @@ class CheckpointSave:
         return self.result()
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        """The error of a failed save (None if it succeeded); waits like ``result()``."""
+        """The error of a failed save, a CheckpointError whose ``__cause__`` is the original
+        (None if it succeeded); waits like ``result()``."""
         try:
             self.result(timeout)
         except CheckpointError as exc:

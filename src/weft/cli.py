@@ -26,7 +26,7 @@ def _root() -> None:
 _WORKLOAD_WORDS = {"cpu": "CPU-bound Python", "native": "native code releasing the GIL", "io": "blocking I/O"}
 
 #: Modules whose ``register(app)`` adds sub-commands.
-_AREAS: tuple[str, ...] = ("weft.train._cli", "weft.serve._cli", "weft.lab._cli", "weft._demo")
+_AREAS: tuple[str, ...] = ("weft.train._cli", "weft.serve._cli", "weft.lab._cli", "weft.demo._cli")
 
 
 @app.command()

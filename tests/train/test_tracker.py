@@ -112,12 +112,13 @@ def test_threads_write_at_once(tmp_path) -> None:  # type: ignore[no-untyped-def
     tracker.close()
 
 
+@pytest.mark.timeout(360)  # 4 worker processes x 1,000 transactions: ~5 s idle, bounded when loaded
 def test_four_processes_times_1000_metrics(tmp_path) -> None:  # type: ignore[no-untyped-def]
     db = str(tmp_path / "weft.db")
     wt.Tracker(db).close()  # create the schema once (workers also could: CREATE IF NOT EXISTS)
     with weft.exec.create("process", workers=4) as ex:
         futures = [ex.submit(train_workloads.log_metrics, db, worker, 1000) for worker in range(4)]
-        assert [f.result(timeout=110) for f in futures] == [1000] * 4
+        assert [f.result(timeout=300) for f in futures] == [1000] * 4
     with contextlib.closing(sqlite3.connect(db)) as conn:
         assert conn.execute("SELECT COUNT(*) FROM metrics").fetchone()[0] == 4000
         per_run = conn.execute("SELECT COUNT(DISTINCT step) FROM metrics GROUP BY run_id").fetchall()

@@ -1,12 +1,8 @@
 """One local multi-node cluster per test session, for each engine.
 
-A test module declares the session fixture with one line, so the cluster starts on
-first use and stops at the end of the session::
-
-    @pytest.fixture(scope="session")
-    def ray_cluster() -> Iterator[RayTestCluster]:
-        with ray_test_cluster() as cluster:
-            yield cluster
+conftest.py declares the session fixtures ``ray_cluster`` and ``dask_cluster`` on these,
+so each cluster starts on first use, is shared by every test module of the session
+(the exec tests, the pipeline tests, the resume test) and stops at its end.
 
 ``ray_test_cluster``: a Ray head (no CPU, so no call runs on it) and two worker nodes with
 one CPU each, with short health checks so that a removed node is declared dead within

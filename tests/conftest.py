@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -65,3 +66,22 @@ def no_leaks() -> Iterator[None]:
     assert wait_until(lambda: not (child_pids() - children_before)), \
         f"child processes left behind: {child_pids() - children_before}"
     assert not weft_segments(), f"shared memory left behind: {weft_segments()}"
+
+
+# One local multi-node cluster per engine and test session, started on first use by
+# any test module that asks for it (see cluster_fixtures); they skip where the engine
+# is not installed.
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    from cluster_fixtures import ray_test_cluster
+
+    with ray_test_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[Any]:
+    from cluster_fixtures import dask_test_cluster
+
+    with dask_test_cluster() as cluster:
+        yield cluster

@@ -88,6 +88,8 @@ STAGES: dict[str, tuple[Callable[[Path], wd.Pipeline], bool]] = {
     "map-process": (lambda t: wd.from_range(N).map(w.inc, workers=2, backend="process"), True),
     "map-process-unordered": (lambda t: wd.from_range(N).map(w.jitter, workers=2, backend="process",
                                                              ordered=False), False),
+    "map-ray": (lambda t: wd.from_range(N).map(w.inc, workers=2, backend="ray"), True),
+    "map-ray-unordered": (lambda t: wd.from_range(N).map(w.jitter, workers=2, backend="ray", ordered=False), False),
     "filter": (lambda t: wd.from_range(N).filter(w.not_div3), True),
     "shard": (lambda t: wd.from_iterable(Stream(N)).shard(1, 3), True),
     "shuffle-permutation": (lambda t: wd.from_range(N).shuffle(seed=3), True),
@@ -103,7 +105,10 @@ STAGES: dict[str, tuple[Callable[[Path], wd.Pipeline], bool]] = {
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 @pytest.mark.parametrize("stops", [[0], [1], [13], [5, 9], [N, 3], [1000]])
-def test_every_stage_resumes_exactly(stage: str, stops: list[int], tmp_path: Path) -> None:
+def test_every_stage_resumes_exactly(stage: str, stops: list[int], tmp_path: Path,
+                                    request: pytest.FixtureRequest) -> None:
+    if "-ray" in stage:
+        request.getfixturevalue("ray_cluster")  # the session's cluster (skips where Ray is not installed)
     build, deterministic = STAGES[stage]
     full = list(build(tmp_path))
     resumed = run_with_stops(lambda: build(tmp_path), stops)

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cluster_fixtures import DASK_SKIP, dask_test_cluster, process_gone
+from cluster_fixtures import DASK_SKIP, process_gone
 
 pytest.importorskip("distributed", reason=DASK_SKIP)
 
@@ -35,12 +35,6 @@ from weft.exec._dask import SCATTER_MIN_BYTES
 #: Generous bounds on waits for the cluster to reach a state; they hold on a loaded
 #: machine and only decide how long a broken test takes to fail.
 SETTLE_SECONDS = 60.0
-
-
-@pytest.fixture(scope="session")
-def dask_cluster() -> Iterator[Any]:
-    with dask_test_cluster() as cluster:
-        yield cluster
 
 
 def weft_keys(cluster: Any) -> list[str]:

@@ -27,7 +27,6 @@ from cluster_fixtures import (
     TESTS_DIR,
     RayTestCluster,
     process_gone,
-    ray_test_cluster,
 )
 
 ray = pytest.importorskip("ray", reason=RAY_SKIP)
@@ -55,12 +54,6 @@ def driver_refs() -> set[bytes]:
 
 def cpus_all_free() -> bool:
     return ray.available_resources().get("CPU", 0) == ray.cluster_resources().get("CPU", 0)
-
-
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[RayTestCluster]:
-    with ray_test_cluster() as cluster:
-        yield cluster
 
 
 @pytest.fixture

@@ -94,6 +94,9 @@ class MapSpec:
     on_error: str
     retries: int
     name: str
+    #: keyword arguments of weft.exec.create beyond ``workers`` (a cluster's ``resources=``,
+    #: ``address=``, ``max_retries=``, ``timeout=``), as sorted pairs
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def unordered(self) -> bool:

@@ -36,10 +36,16 @@ _THREAD_ITEMS_PER_WORKER = 4
 _THREAD_MIN_IN_FLIGHT = 64
 _PROCESS_ITEMS_PER_WORKER = 64
 _PROCESS_MIN_IN_FLIGHT = 256
+# On a cluster engine a call costs milliseconds (Ray: ~2.3 ms of wall time per task on
+# 2 cores), so chunks hold 50 ms of work: room for chunks of up to 256 items per worker.
+_CLUSTER_ITEMS_PER_WORKER = 512
+_CLUSTER_MIN_IN_FLIGHT = 1024
 
 
 def default_max_in_flight(workers: int, backend: str) -> int:
     """Items pulled and not yet handed on when the user does not say."""
+    if backend == "cluster":
+        return max(_CLUSTER_MIN_IN_FLIGHT, _CLUSTER_ITEMS_PER_WORKER * workers)
     if backend == "process":
         return max(_PROCESS_MIN_IN_FLIGHT, _PROCESS_ITEMS_PER_WORKER * workers)
     return max(_THREAD_MIN_IN_FLIGHT, _THREAD_ITEMS_PER_WORKER * workers)
@@ -52,10 +58,13 @@ class ChunkSizer:
         self.size = 1
         self._per_item: float | None = None
 
-    def observe(self, seconds: float, items: int, *, kind: str, limit: int, workers: int) -> int:
+    def observe(self, seconds: float, items: int, *, kind: str, limit: int, workers: int,
+                target: float | None = None) -> int:
         """Take in a finished chunk of ``items`` that took ``seconds`` on a worker; the new size.
 
-        ``kind`` is a key of :data:`TARGET_CHUNK_SECONDS`; ``limit`` the stage's in-flight bound.
+        ``kind`` is a key of :data:`TARGET_CHUNK_SECONDS`; ``limit`` the stage's in-flight
+        bound; ``target`` the work per chunk an executor states for itself (a cluster
+        engine, whose per-call cost it measured), which replaces ``kind``'s.
         """
         per_item = seconds / items
         if self._per_item is None:
@@ -63,6 +72,6 @@ class ChunkSizer:
         else:
             self._per_item += PER_ITEM_SMOOTHING * (per_item - self._per_item)
         cap = max(1, limit // (CHUNKS_IN_FLIGHT_PER_WORKER * workers))
-        wanted = int(TARGET_CHUNK_SECONDS[kind] / max(self._per_item, MIN_PER_ITEM_SECONDS))
+        wanted = int((TARGET_CHUNK_SECONDS[kind] if target is None else target) / max(self._per_item, MIN_PER_ITEM_SECONDS))
         self.size = max(1, min(cap, wanted))
         return self.size

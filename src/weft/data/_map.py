@@ -28,6 +28,7 @@ from weft.data._chunks import ChunkSizer, default_max_in_flight
 from weft.data._ledger import HandOnLedger
 from weft.data._node import Key, Node, NodeState, freeze
 from weft.data._work import ChunkResult, ItemError, run_chunk
+from weft.errors import WeftError, WorkerDied
 
 if TYPE_CHECKING:
     from weft.data._build import MapSpec
@@ -46,9 +47,22 @@ def _crosses_processes(executor: Executor) -> bool:
     errors must pickle, and same-shaped arrays are worth packing into one)."""
     if executor.backend in ("thread", "serial"):
         return False  # the built-in backends that run in this process
+    if getattr(executor, "results_by_reference", True) is False:  # an executor that says so (ray, dask)
+        return True
     from weft.exec import ProcessExecutor
 
     return isinstance(executor, ProcessExecutor)  # also a registered backend built on it
+
+
+def _naming_items(exc: WeftError, node: Node, keys: list[Key]) -> BaseException:
+    """``exc`` (a chunk's lost worker or node, a cluster timeout) told in the stage's terms:
+    the source indices of the items the chunk held. A WorkerDied lists them in ``items``;
+    another error gets a note naming them."""
+    if isinstance(exc, WorkerDied):
+        return WorkerDied(f"stage {node.index} `{node.name}` lost the items with source indices {keys!r}: {exc}",
+                          items=tuple(keys), exitcode=exc.exitcode)
+    exc.add_note(f"weft: stage {node.index} `{node.name}` was running the items with source indices {keys!r}")
+    return exc
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,6 +106,8 @@ class MapNode(Node):
         self._reason = _INLINE_REASON
         self._remote = False
         self._sizer = ChunkSizer()
+        self._options = dict(spec.options)  # for weft.exec.create (resources=, address=, ...)
+        self._target: float | None = None  # work per chunk the executor asks for, if it does
         self.skipped = 0
         self.retried = 0
         #: set by a pipeline that keeps workers between passes: takes the executor at close
@@ -124,6 +140,7 @@ class MapNode(Node):
     def adopt(self, parked: ParkedWorkers) -> None:
         """Run on the workers a previous pass of the same pipeline left running."""
         self._executor, self._label, self._reason = parked.executor, parked.label, parked.reason
+        self._target = getattr(parked.executor, "target_chunk_seconds", None)
         self._remote = parked.remote
         self._set_limit(parked.limit)
 
@@ -133,11 +150,15 @@ class MapNode(Node):
         backend, reason = self._backend, ""
         if backend == "auto":
             backend, reason = self._choose()
-        self._executor = executor = weft.exec.create(backend, workers=self._workers,
+        self._executor = executor = weft.exec.create(backend, workers=self._workers, **self._options,
                                                      **({"reason": reason} if reason else {}))
         self._remote = _crosses_processes(executor)
+        # -- cluster executors (ray, dask) state the work per chunk that pays for their per-call cost
+        self._target = getattr(executor, "target_chunk_seconds", None)
+        kind = "cluster" if self._target is not None else ("process" if self._remote else backend)
+        # -- end cluster
         if self._user_limit is None:
-            self._set_limit(default_max_in_flight(self._workers, "process" if self._remote else backend))
+            self._set_limit(default_max_in_flight(self._workers, kind))
         self._label = backend if self._backend != "auto" else f"auto:{backend}"
         self._reason = executor.statistics().reason
 
@@ -317,14 +338,21 @@ class MapNode(Node):
             raise StopIteration
         start = time.perf_counter()
         chunk = self._window.popleft() if self._ordered else self._done.get()
-        result: ChunkResult = chunk.future.result()
+        try:
+            result: ChunkResult = chunk.future.result()
+        except WorkerDied as exc:  # a lost worker or node names the chunk: say its items
+            raise _naming_items(exc, self, chunk.keys) from exc
+        except WeftError as exc:  # a cluster timeout, a lost cluster
+            _naming_items(exc, self, chunk.keys)
+            raise
         self._flying.discard(chunk.future)
         self.wait_down += time.perf_counter() - start
         self._chunks_in_flight -= 1
         self._in_flight -= len(chunk.keys)
         self.retried += result.retried
         kind = "process" if self._remote else ("thread" if runtime.gil_enabled() else "thread-nogil")
-        self._sizer.observe(result.seconds, len(chunk.keys), kind=kind, limit=self._limit, workers=self._workers)
+        self._sizer.observe(result.seconds, len(chunk.keys), kind=kind, limit=self._limit, workers=self._workers,
+                            target=self._target)
         self._ready, self._results, self._errors, self._pos = chunk, result.results, result.errors, 0
         self._fill()
 
@@ -405,4 +433,7 @@ class MapNode(Node):
             extra["busy_fraction"] = s.busy_fraction
             extra["computing_cores"] = s.computing_cores
             extra["reason"] = s.reason
+            nodes = getattr(s, "nodes", None)  # -- cluster executors: the nodes that ran chunks
+            if nodes is not None:
+                extra["extra"]["nodes"] = float(len(nodes))
         return extra

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from weft import runtime
@@ -44,6 +44,29 @@ _ON_ERROR = ("raise", "skip", "retry")
 
 def _fn_name(fn: Callable[..., Any]) -> str:
     return str(getattr(fn, "__name__", None) or type(fn).__name__)
+
+
+def _backend_options(backend: str, resources: Mapping[str, float] | None,
+                     backend_options: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    """The keyword arguments a map stage passes to ``weft.exec.create``, checked where they can be."""
+    if backend_options is None:
+        backend_options = {}
+    if not isinstance(backend_options, Mapping) or not all(isinstance(k, str) for k in backend_options):
+        raise ConfigError(f"backend_options must be a mapping of keyword arguments of weft.exec.create, "
+                          f"got {backend_options!r}")
+    reserved = {"workers", "reason", "resources"} & set(backend_options)
+    if reserved:
+        raise ConfigError(f"backend_options cannot set {sorted(reserved)}: pass workers= and resources= to map")
+    options = dict(backend_options)
+    if resources is not None:
+        if backend != "ray":
+            raise ConfigError(f"resources={dict(resources)!r} is for backend='ray' (what one call needs on the "
+                              f"cluster); backend {backend!r} takes none")
+        options["resources"] = dict(resources)
+    if options and backend in ("serial", "auto"):
+        raise ConfigError(f"backend_options={dict(backend_options)!r} need a named backend such as 'ray' or "
+                          f"'dask'; backend {backend!r} takes none")
+    return tuple(sorted(options.items()))
 
 
 class Pipeline:
@@ -96,15 +119,21 @@ class Pipeline:
 
     def map(self, fn: Callable[[Any], Any], *, workers: int | None = None, backend: str = "auto",
             ordered: bool = True, max_in_flight: int | None = None, on_error: str = "raise",
-            retries: int = 2, name: str | None = None) -> Pipeline:
+            retries: int = 2, name: str | None = None, resources: Mapping[str, float] | None = None,
+            backend_options: Mapping[str, Any] | None = None) -> Pipeline:
         """Apply ``fn`` to every item on ``workers`` workers (default: usable cores).
 
         ``backend``: ``"auto"`` (threads when the GIL is off or ``fn`` releases it, as
         measured on the first items; processes otherwise), ``"thread"``, ``"process"``
-        (``fn`` must be importable), ``"serial"`` (inline) or the name of a backend added
+        (``fn`` must be importable), ``"serial"`` (inline), ``"ray"`` or ``"dask"`` (a
+        cluster: see the README section "Scale out") or the name of a backend added
         with ``weft.exec.register``. ``ordered=False`` hands results on as they complete.
         ``on_error``: ``"raise"`` (with the source index), ``"skip"`` (counted in
         :meth:`statistics`) or ``"retry"`` (``retries`` more tries, then raise).
+        ``resources`` (``backend="ray"``): what one call needs, e.g. ``{"num_cpus": 1,
+        "num_gpus": 0}``. ``backend_options``: further keyword arguments of
+        ``weft.exec.create`` for the backend, e.g. ``{"address": "auto", "max_retries": 2,
+        "timeout": 60.0}`` for a cluster.
         """
         if not callable(fn):
             raise ConfigError(f"map needs a callable, got {fn!r}")
@@ -115,10 +144,11 @@ class Pipeline:
         check_int("workers", workers, minimum=0)
         if workers == 0:
             backend = "serial"
+        options = _backend_options(backend, resources, backend_options)
         return self._then(MapSpec(fn=fn, workers=max(1, workers), backend=backend, ordered=bool(ordered),
                                   max_in_flight=check_int("max_in_flight", max_in_flight, none=True),
                                   on_error=on_error, retries=check_int("retries", retries, minimum=0),
-                                  name=name or _fn_name(fn)))
+                                  name=name or _fn_name(fn), options=options))
 
     def filter(self, pred: Callable[[Any], Any], *, name: str | None = None) -> Pipeline:
         """Keep the items for which ``pred(item)`` is true (runs inline)."""

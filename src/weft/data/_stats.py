@@ -91,6 +91,32 @@ class PipelineStatistics:
         return "\n".join(lines)
 
 
+def _on_cluster(stage: StageStatistics) -> bool:
+    """A map whose executor ran calls on a cluster's nodes (it counts them: ray, dask)."""
+    return stage.kind == "map" and "nodes" in stage.extra
+
+
+def _cluster_verdict(stage: StageStatistics, *, waited: float | None = None) -> str:
+    """Who limits a map on a cluster: its workers there, or the driver that feeds them.
+
+    Busy workers mean the cluster computes as fast as it can; idle ones while the
+    pipeline waited on them mean the driver (reading the source, sending items, taking
+    results) cannot keep them fed.
+    """
+    head = f"stage {stage.index} `{stage.name}` on the {stage.backend} cluster"
+    if waited is not None:
+        head += f" (the pipeline waited on it {waited:.0%} of the time)"
+    nodes = int(stage.extra.get("nodes", 0))
+    if stage.busy_fraction >= SATURATED:
+        return (f"the cluster is the bottleneck: {head} kept its {stage.workers} workers busy "
+                f"{stage.busy_fraction:.0%} on {nodes} node(s); add nodes and raise workers=, or make the "
+                "function cheaper")
+    return (f"the driver is the bottleneck: {head} kept its {stage.workers} workers busy only "
+            f"{stage.busy_fraction:.0%}: the driver does not send items and take results fast enough. Send "
+            "less per item (paths rather than decoded data: read inside the mapped function), keep the "
+            "stages before it light, or prefetch after it")
+
+
 def _advice(stage: StageStatistics, *, gil: bool, cores: int) -> str:
     if stage.kind != "map":
         return "it runs inline: move the work into a .map(..., workers=N)"
@@ -138,6 +164,8 @@ def verdict(stages: tuple[StageStatistics, ...], *, consumer_wait_fraction: floa
     working = [s for s in stages if s.kind in ("map", "filter", "batch", "shuffle")]
     if working:
         worst = max(working, key=lambda s: s.busy_fraction)
+        if worst.busy_fraction >= BUSY and _on_cluster(worst):
+            return _cluster_verdict(worst)
         if worst.busy_fraction >= BUSY:
             return (f"stage {worst.index} `{worst.name}` is the bottleneck: busy {worst.busy_fraction:.0%}, "
                     f"{_advice(worst, gil=gil, cores=cores)}")
@@ -145,6 +173,8 @@ def verdict(stages: tuple[StageStatistics, ...], *, consumer_wait_fraction: floa
     if maps:
         slowest = max(maps, key=lambda s: s.wait_downstream_seconds)
         share = slowest.wait_downstream_seconds / max(slowest.elapsed_seconds, 1e-9)
+        if share >= WAITED_ON_WORKERS and _on_cluster(slowest):
+            return _cluster_verdict(slowest, waited=share)
         if share >= WAITED_ON_WORKERS:
             advice = _advice(slowest, gil=gil, cores=cores)
             if slowest.busy_fraction < BUSY:
@@ -155,6 +185,11 @@ def verdict(stages: tuple[StageStatistics, ...], *, consumer_wait_fraction: floa
     source = stages[0]
     first_map = next((s for s in stages if s.kind == "map"), None)
     if first_map is not None and first_map.wait_upstream_seconds > WAITED_ON_SOURCE * first_map.elapsed_seconds:
+        if _on_cluster(first_map):
+            return (f"the driver is the bottleneck: the source `{source.name}` on the driver feeds stage "
+                    f"{first_map.index} `{first_map.name}` on the {first_map.backend} cluster too slowly (it waited on "
+                    f"its input {first_map.wait_upstream_seconds / first_map.elapsed_seconds:.0%} of the time); "
+                    "move the reading into the mapped function so it runs on the cluster")
         return (f"the source `{source.name}` is the bottleneck: stage {first_map.index} `{first_map.name}` "
                 f"waited on its input {first_map.wait_upstream_seconds / first_map.elapsed_seconds:.0%} of the time; "
                 "read in parallel with .map(read, workers=N) or add .prefetch(n)")

@@ -256,7 +256,15 @@ class ClusterExecutor(Executor):
     ``map`` early) always succeeds; the engine drops the call's work where it safely can.
     close() drops queued calls, gives the calls on the cluster ``timeout`` seconds
     (default :data:`CANCEL_GRACE_SECONDS`) and then kills what still runs them.
+
+    What a pipeline's map stage asks of its executor: ``target_chunk_seconds`` (work
+    per call that keeps the engine's per-call cost small; each engine states its own,
+    measured) and ``results_by_reference`` (False: arguments and results are
+    serialised, so errors must travel as portable exceptions).
     """
+
+    target_chunk_seconds: float = 0.05
+    results_by_reference = False
 
     def __init__(self, *, workers: int, reason: str = "", max_retries: int = 1,
                  timeout: float = DEFAULT_TIMEOUT_SECONDS, max_in_flight: int | None = None,

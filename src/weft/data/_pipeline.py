@@ -156,8 +156,24 @@ class Pipeline:
             raise ConfigError(f"filter needs a callable, got {pred!r}")
         return self._then(FilterSpec(pred=pred, name=name or _fn_name(pred)))
 
-    def shard(self, rank: int, world_size: int) -> Pipeline:
-        """Keep this rank's share of the source (item ``i`` goes to rank ``i % world_size``)."""
+    def shard(self, rank: int | str, world_size: int | None = None) -> Pipeline:
+        """Keep this rank's share of the source (item ``i`` goes to rank ``i % world_size``).
+
+        ``shard("auto")`` takes the rank and world size from ``torch.distributed`` (an
+        initialised process group), Ray Train's context, or ``RANK``/``WORLD_SIZE``, in
+        that order (none: rank 0 of 1), when it is called. Every rank builds the same
+        pipeline, so the shares are disjoint and together hold every item once per epoch.
+        """
+        if rank == "auto":
+            if world_size is not None:
+                raise ConfigError(f"shard('auto') finds the world size itself: drop world_size={world_size!r}, "
+                                  "or pass shard(rank, world_size)")
+            from weft.data._shard import auto_placement
+
+            rank, world_size, _ = auto_placement()
+        if isinstance(rank, str) or world_size is None:
+            raise ConfigError(f"shard takes (rank, world_size) or 'auto', got rank={rank!r}, "
+                              f"world_size={world_size!r}")
         check_int("world_size", world_size)
         check_int("rank", rank, minimum=0, maximum=world_size - 1)
         if self._foldable():

@@ -54,6 +54,26 @@ def test_facts_match_the_interpreter() -> None:
     assert facts.free_threaded_build == bool(__import__("sysconfig").get_config_var("Py_GIL_DISABLED"))
     assert facts.gil_enabled == runtime.gil_enabled()
     assert {c.workload for c in facts.backends} == {"cpu", "native", "io"}
+    from importlib import metadata
+
+    assert set(facts.packages) == set(runtime.REPORTED_PACKAGES)
+    assert facts.packages["numpy"] == metadata.version("numpy")  # a test dependency: installed
+    for name, version in facts.packages.items():
+        try:
+            assert version == metadata.version(name)
+        except metadata.PackageNotFoundError:
+            assert version.startswith("not installed")
+
+
+def test_doctor_lists_package_versions() -> None:
+    out = subprocess.run([sys.executable, "-m", "weft", "doctor", "--no-check-imports", "--no-check-clusters"],
+                         capture_output=True, text=True, timeout=90, check=True, env=_wide_terminal())
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in out.stdout.splitlines()
+            if line.count("│") == 3}
+    for name, version in runtime.package_versions().items():
+        assert rows[name] == version, out.stdout
+    if runtime.is_free_threaded_build():
+        assert rows["ray"] == "not installed (Ray publishes no cp313t wheels)"
 
 
 def _all_weft_modules() -> list[str]:

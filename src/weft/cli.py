@@ -64,6 +64,12 @@ def doctor(
     else:
         table.add_row("imports re-enable the GIL", "n/a (the GIL is always on in this build)")
     console.print(table)
+    packages = Table(title="packages", show_header=True, header_style="bold")
+    packages.add_column("package")
+    packages.add_column("version")
+    for name, version in facts.packages.items():
+        packages.add_row(name, version)
+    console.print(packages)
     backends = Table(title="backend weft chooses", show_header=True, header_style="bold")
     backends.add_column("work")
     backends.add_column("backend")

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import sysconfig
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from weft.exec._cluster_info import ClusterInfo, probe_clusters
@@ -30,6 +30,7 @@ __all__ = [
     "facts",
     "gil_enabled",
     "is_free_threaded_build",
+    "package_versions",
     "pid_alive",
     "usable_cores",
 ]
@@ -159,6 +160,30 @@ def check_gil_imports(modules: tuple[str, ...] = DEFAULT_GIL_MODULES, *, python:
     return GilCheck(**data)
 
 
+#: Packages whose versions ``weft doctor`` lists: what weft works with, where installed.
+REPORTED_PACKAGES = ("numpy", "torch", "onnxruntime", "pyarrow", "ray", "dask", "distributed")
+#: Packages that publish no wheels for free-threaded builds: doctor says why they are absent.
+_NO_FREE_THREADED_WHEELS = {"ray": "Ray publishes no cp313t wheels",
+                            "distributed": "Dask's distributed publishes no cp313t support"}
+
+
+def package_versions() -> dict[str, str]:
+    """The installed version of each of :data:`REPORTED_PACKAGES`, or why there is none.
+
+    Read from the installed metadata: nothing is imported.
+    """
+    from importlib import metadata
+
+    versions = {}
+    for name in REPORTED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            why = _NO_FREE_THREADED_WHEELS.get(name) if is_free_threaded_build() else None
+            versions[name] = f"not installed ({why})" if why else "not installed"
+    return versions
+
+
 @dataclass(frozen=True, kw_only=True)
 class RuntimeFacts:
     """Everything ``weft doctor`` reports."""
@@ -174,6 +199,8 @@ class RuntimeFacts:
     backends: tuple[BackendChoice, ...]
     gil_check: GilCheck | None
     clusters: tuple[ClusterInfo, ...] = ()
+    #: version of each package weft works with, or "not installed" (see package_versions)
+    packages: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -197,4 +224,5 @@ def facts(*, check_imports: bool = True, check_clusters: bool = True) -> Runtime
         backends=tuple(choose_backend(w) for w in ("cpu", "native", "io")),
         gil_check=gil_check,
         clusters=probe_clusters() if check_clusters else (),
+        packages=package_versions(),
     )

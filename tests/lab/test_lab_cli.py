@@ -79,6 +79,7 @@ def test_cli_combines_two_interpreters(tmp_path: Path) -> None:
     proc = _lab("--smoke", "--python", sys.executable, "--python", other,
                 "--only", "ft_single_thread", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "--only also runs threads_gil, threads_free" in " ".join(proc.stdout.split())
     data = json.loads((tmp_path / "results.json").read_text())
     (combined,) = [r for r in data["results"] if r["name"] == "ft_single_thread"]
     assert combined["status"] == "ok" and " vs " in combined["interpreter"]

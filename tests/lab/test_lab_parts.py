@@ -16,7 +16,7 @@ from weft.errors import ConfigError, LabError
 from weft.lab import Claim, LabConfig
 from weft.lab._context import Context, Skip
 from weft.lab._interpreters import discover, find_free_threaded, probe
-from weft.lab._lab import evaluate, plan
+from weft.lab._lab import added_by_only, evaluate, plan
 from weft.lab._registry import load
 from weft.lab.experiments import ft_single_thread, jit, z85
 
@@ -78,6 +78,14 @@ def test_plan_adds_what_derived_experiments_need() -> None:
     measured, derived = plan(("ft_single_thread", "z85"))
     assert derived == ["ft_single_thread"]
     assert set(measured) == {"z85", "threads_gil", "threads_free"}
+
+
+def test_only_says_which_experiments_it_adds() -> None:
+    said = added_by_only(("ft_single_thread", "z85"))
+    assert said == ("--only also runs threads_gil, threads_free: ft_single_thread combines their "
+                    "measurements (they are reported too)")
+    assert added_by_only(("z85",)) is None and added_by_only(()) is None
+    assert added_by_only(("ft_single_thread", "threads_gil", "threads_free")) is None
 
 
 def _raw(name: str, label: str, version: str, serial: list[float], status: str = "ok") -> dict[str, Any]:

@@ -27,7 +27,8 @@ def lab(
                          "free-threaded one (WEFT_FT_PYTHON, python3.13t/3.14t on PATH, "
                          "../shared/tools/ft-python).")] = None,
     only: Annotated[list[str] | None, typer.Option(
-        "--only", help="Run only this experiment (repeatable); see --list.")] = None,
+        "--only", help="Run only this experiment (repeatable), plus the experiments it "
+                        "combines (said when it starts); see --list.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Smaller sizes and fewer repeats "
                                         "(about a minute per interpreter).")] = False,
     smoke: Annotated[bool, typer.Option("--smoke", help="Tiny sizes for testing the lab "
@@ -75,9 +76,12 @@ def _run(console: Console, config: LabConfig) -> LabReport:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from weft.lab._interpreters import discover
-    from weft.lab._lab import plan, run_lab
+    from weft.lab._lab import added_by_only, plan, run_lab
 
     measured, derived = plan(config.only)
+    added = added_by_only(config.only)
+    if added:
+        console.print(escape(added), highlight=False)
     interpreters = discover(config.pythons)
     for interp in interpreters:
         console.print(f"interpreter {interp.label} at {interp.path} ({interp.found_by})")

@@ -170,6 +170,19 @@ def plan(only: Sequence[str] = ()) -> tuple[list[str], list[str]]:
     return measured, derived
 
 
+def added_by_only(only: Sequence[str]) -> str | None:
+    """The sentence that says which experiments ``--only`` runs beyond those it names
+    (the measurements a combined experiment needs), or None when it adds none."""
+    measured, derived = plan(only)
+    added = [n for n in measured if n not in only]
+    if not only or not added:
+        return None
+    needers = [n for n in derived if set(getattr(load(n), "REQUIRES", ())) & set(added)]
+    verb = "combines" if len(needers) == 1 else "combine"
+    return (f"--only also runs {', '.join(added)}: {', '.join(needers)} {verb} their measurements "
+            "(they are reported too)")
+
+
 Progress = Callable[[str, Interpreter | None, "ExperimentResult | None"], None]
 
 

@@ -44,18 +44,16 @@ def no_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("world", [1, 3, 4])
 def test_shares_are_disjoint_and_cover_every_item_each_epoch(source: str, world: int,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    shares = []
+    epochs: list[list[int]] = [[], []]
     for rank in range(world):
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", str(world))
-        pipe = SOURCES[source]().shard("auto").epochs(2)
-        items = list(pipe)
-        half = len(items) // 2
-        first, second = items[:half], items[half:]
-        assert sorted(first) == sorted(second)  # the same share in each epoch
-        shares.append(first)
-    every = [x for share in shares for x in share]
-    assert sorted(every) == list(range(N))  # disjoint, and every item once per epoch
+        items = list(SOURCES[source]().shard("auto").epochs(2))
+        half = len(items) // 2  # a rank's share has the same size in every epoch
+        epochs[0].extend(items[:half])
+        epochs[1].extend(items[half:])
+    for epoch in epochs:
+        assert sorted(epoch) == list(range(N))  # disjoint shares, together every item once
 
 
 def test_without_a_launcher_it_is_the_whole_source() -> None:

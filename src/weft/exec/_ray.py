@@ -384,6 +384,10 @@ class RayExecutor(ClusterExecutor):
     """
 
     backend = "ray"
+    #: Work per call a pipeline's map stage aims for. A Ray task measured ~2.3 ms of wall
+    #: time per call on 2 cores (1 or 100 trivial items per call alike, 2 workers), so
+    #: 50 ms chunks keep that cost near 5 %.
+    target_chunk_seconds = 0.05
 
     def __init__(self, *, workers: int, address: str | None = None,
                  resources: Mapping[str, float] | None = None, reason: str = "", max_retries: int = 1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -85,3 +86,21 @@ def dask_cluster() -> Iterator[Any]:
 
     with dask_test_cluster() as cluster:
         yield cluster
+
+
+# The free-threaded leg exists to run the suite with the GIL off. An extension module
+# that does not declare itself free-threading safe turns the GIL back on when imported,
+# silently; say so at the end rather than let the leg pass as GIL-free when it was not.
+_GIL_AT_START: bool | None = None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _GIL_AT_START
+    _GIL_AT_START = getattr(sys, "_is_gil_enabled", lambda: True)()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _GIL_AT_START is False and sys._is_gil_enabled():
+        terminalreporter.write_line(
+            "weft: the GIL was re-enabled during this session by an imported extension; "
+            "tests after that import ran with the GIL on", yellow=True)

@@ -211,24 +211,28 @@ class Tracker:
         return [_info(r, summaries.get(r[0], {}), artifacts.get(r[0], {})) for r in rows]
 
     def _summaries(self, ids: list[str]) -> dict[str, dict[str, float]]:
+        rows = self._rows_of_runs("SELECT run_id, key, last_value FROM metric_summary WHERE run_id IN ({}) "
+                                  "ORDER BY key", ids)
         out: dict[str, dict[str, float]] = {}
-        for chunk in _chunks(ids):
-            marks = ",".join("?" * len(chunk))
-            rows = self._read(f"SELECT run_id, key, last_value FROM metric_summary WHERE run_id IN ({marks}) "
-                              "ORDER BY key", chunk)
-            for run_id, key, value in rows:
-                out.setdefault(run_id, {})[key] = math.nan if value is None else value
+        for run_id, key, value in rows:
+            out.setdefault(run_id, {})[key] = math.nan if value is None else value
         return out
 
     def _artifacts(self, ids: list[str]) -> dict[str, dict[str, str]]:
+        rows = self._rows_of_runs("SELECT run_id, name, path FROM artifacts WHERE run_id IN ({}) "
+                                  "ORDER BY time, rowid", ids)
         out: dict[str, dict[str, str]] = {}
-        for chunk in _chunks(ids):
-            marks = ",".join("?" * len(chunk))
-            rows = self._read(f"SELECT run_id, name, path FROM artifacts WHERE run_id IN ({marks}) "
-                              "ORDER BY time, rowid", chunk)
-            for run_id, name, path in rows:
-                out.setdefault(run_id, {})[name] = path
+        for run_id, name, path in rows:
+            out.setdefault(run_id, {})[name] = path
         return out
+
+    def _rows_of_runs(self, sql: str, ids: list[str]) -> list[Any]:
+        """``sql``'s rows for these runs, its ``IN ({})`` filled per chunk of bound ids
+        (SQLite limits the parameters of one statement)."""
+        rows: list[Any] = []
+        for chunk in _chunks(ids):
+            rows.extend(self._read(sql.format(",".join("?" * len(chunk))), chunk))
+        return rows
 
     def run(self, ref: str) -> RunInfo:
         """A run by id, by name (the newest of that name) or by a unique id prefix."""

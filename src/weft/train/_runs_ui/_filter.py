@@ -20,10 +20,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from weft.errors import ConfigError
+
 __all__ = ["BUILTIN_FIELDS", "Compiled", "FilterError", "compile_field", "compile_filter"]
 
 
-class FilterError(ValueError):
+class FilterError(ConfigError):
     """A filter or sort expression the page cannot use; the message says why and what to write."""
 
 

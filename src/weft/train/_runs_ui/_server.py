@@ -121,6 +121,9 @@ class RunsPageServer:
         except BaseException:
             self._close()
             raise
+        # An event-loop thread for the page's whole life, outside weft.exec for the reason
+        # serve/_server.py gives: an executor runs units of work that return; this one
+        # returns only when the loop is stopped.
         self._thread = threading.Thread(target=self._thread_main, name="weft-runs-ui", daemon=True)
         self._thread.start()
         self._started.wait()

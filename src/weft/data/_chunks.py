@@ -36,8 +36,9 @@ _THREAD_ITEMS_PER_WORKER = 4
 _THREAD_MIN_IN_FLIGHT = 64
 _PROCESS_ITEMS_PER_WORKER = 64
 _PROCESS_MIN_IN_FLIGHT = 256
-# On a cluster engine a call costs milliseconds (Ray: ~2.3 ms of wall time per task on
-# 2 cores), so chunks hold 50 ms of work: room for chunks of up to 256 items per worker.
+# On a cluster engine a call costs milliseconds (on 2 cores: a Ray task ~2.3 ms, a Dask
+# task ~8.4 ms), so chunks hold 50-200 ms of work (the executor's target_chunk_seconds):
+# room for chunks of up to 256 items per worker.
 _CLUSTER_ITEMS_PER_WORKER = 512
 _CLUSTER_MIN_IN_FLIGHT = 1024
 

@@ -175,6 +175,10 @@ class DaskExecutor(ClusterExecutor):
     """
 
     backend = "dask"
+    #: Work per call a pipeline's map stage aims for. A Dask task measured ~8.4 ms of wall
+    #: time per call on 2 cores (LocalCluster of 2 single-threaded workers, 1 or 100
+    #: trivial items per call alike), so 200 ms chunks keep that cost near 4 %.
+    target_chunk_seconds = 0.2
 
     def __init__(self, *, workers: int, address: str | None = None, reason: str = "", max_retries: int = 1,
                  timeout: float = DEFAULT_TIMEOUT_SECONDS, max_in_flight: int | None = None,

@@ -141,7 +141,10 @@ def test_callable_object_is_sent_once_and_built_once_per_worker(dask_cluster: An
         results = list(ex.map(model, range(20)))
     assert [r[0] for r in results] == [x * x + 1 for x in range(20)]
     built_in = [b["pid"] for b in cw.markers(str(tmp_path), "built-").values()]
-    assert 1 <= len(built_in) <= 2 and len(set(built_in)) == len(built_in)  # once per worker, not per call
+    # Built per worker, not per call: 20 calls, 2 workers. Dask itself may deserialize a
+    # broadcast replica a second time on a worker (seen once in many runs when it also
+    # fetched the replica from its peer), so the bound is per worker, with that margin.
+    assert 1 <= len(set(built_in)) <= 2 and len(built_in) <= 4
     assert {r[1] for r in results} <= set(built_in)
     assert cw.Model.pickled == 1  # scattered once
 

@@ -8,6 +8,8 @@ runs.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -17,11 +19,13 @@ if TYPE_CHECKING:
     from weft.data._sources import Transform
 
 __all__ = [
+    "FOLDABLE_SOURCES",
     "BatchSpec",
     "FilterSpec",
     "IterableSourceSpec",
     "JsonlSourceSpec",
     "MapSpec",
+    "OneShot",
     "PrefetchSpec",
     "RandomSourceSpec",
     "ShardSpec",
@@ -31,15 +35,26 @@ __all__ = [
     "TakeSpec",
     "UnbatchSpec",
     "build_chain",
+    "chain_length",
 ]
 
 
 class Spec(Protocol):
-    """One stage as chained: its kind, and how to start it on top of ``up``."""
+    """One stage as chained: its kind, how to start it on top of ``up``, and how it
+    reads in a pipeline's repr."""
 
     kind: ClassVar[str]
 
     def build(self, up: Node | None) -> Node: ...
+
+    def describe(self) -> str: ...
+
+
+def _transforms_text(transforms: tuple[Transform, ...]) -> str:
+    from weft.data._sources import ShardOrder
+
+    return "".join(f" -> shard({t.rank}, {t.world_size})" if isinstance(t, ShardOrder)
+                   else f" -> shuffle(seed={t.seed})" for t in transforms)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,17 +72,37 @@ class RandomSourceSpec:
 
         return RandomAccessSource(self.get, self.length, name=self.name, transforms=self.transforms)
 
+    def fold(self, transform: Transform, buffer: int) -> RandomSourceSpec:
+        """This source with ``transform`` applied to its order (a shuffle needs no buffer)."""
+        return dataclasses.replace(self, transforms=self.transforms + (transform,))
+
+    def describe(self) -> str:
+        return f"{self.name}[{self.length}]{_transforms_text(self.transforms)}"
+
+
+class OneShot:
+    """How many items passes have taken from a one-shot iterator (a generator): it cannot
+    start over, so a later pass may only go on from exactly there."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+
 
 @dataclass(frozen=True, kw_only=True)
 class IterableSourceSpec:
     kind: ClassVar[str] = "iterable"
     iterable: Iterable[Any]
     name: str
+    #: set when ``iterable`` is its own iterator: shared by every pass over it
+    one_shot: OneShot | None = None
 
     def build(self, up: Node | None) -> Node:
         from weft.data._sources import IterableSource
 
-        return IterableSource(self.iterable, name=self.name)
+        return IterableSource(self.iterable, name=self.name, one_shot=self.one_shot)
+
+    def describe(self) -> str:
+        return f"{self.name} (one-shot stream)" if self.one_shot else f"{self.name} (stream)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,6 +114,13 @@ class JsonlSourceSpec:
         from weft.data._jsonl import JsonlSource
 
         return JsonlSource(self.path)
+
+    def describe(self) -> str:
+        return f"jsonl({self.path!r})"
+
+
+#: sources that sharding and shuffling fold into (their order), instead of adding a stage
+FOLDABLE_SOURCES = (RandomSourceSpec,)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,6 +148,14 @@ class MapSpec:
         assert up is not None
         return MapNode(up, self)
 
+    def describe(self) -> str:
+        text = f"map({self.name}, workers={self.workers}, backend={self.backend!r}"
+        if not self.ordered:
+            text += ", ordered=False"
+        if self.on_error != "raise":
+            text += f", on_error={self.on_error!r}"
+        return text + ")"
+
 
 @dataclass(frozen=True, kw_only=True)
 class FilterSpec:
@@ -118,6 +168,9 @@ class FilterSpec:
 
         assert up is not None
         return Filter(up, self.pred, name=self.name)
+
+    def describe(self) -> str:
+        return f"filter({self.name})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,6 +185,9 @@ class ShardSpec:
         assert up is not None
         return StreamShard(up, self.rank, self.world_size)
 
+    def describe(self) -> str:
+        return f"shard({self.rank}, {self.world_size})"
+
 
 @dataclass(frozen=True, kw_only=True)
 class ShuffleSpec:
@@ -144,6 +200,9 @@ class ShuffleSpec:
 
         assert up is not None
         return BufferShuffle(up, self.buffer, self.seed)
+
+    def describe(self) -> str:
+        return f"shuffle(buffer={self.buffer}, seed={self.seed})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,6 +218,14 @@ class BatchSpec:
         assert up is not None
         return Batch(up, self.size, drop_last=self.drop_last, collate=self.collate)
 
+    def describe(self) -> str:
+        text = f"batch({self.size}"
+        if self.drop_last:
+            text += ", drop_last=True"
+        if self.collate is not None:
+            text += f", collate={getattr(self.collate, '__name__', type(self.collate).__name__)}"
+        return text + ")"
+
 
 @dataclass(frozen=True, kw_only=True)
 class UnbatchSpec:
@@ -169,6 +236,9 @@ class UnbatchSpec:
 
         assert up is not None
         return Unbatch(up)
+
+    def describe(self) -> str:
+        return "unbatch()"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,6 +252,9 @@ class PrefetchSpec:
         assert up is not None
         return Prefetch(up, self.n)
 
+    def describe(self) -> str:
+        return f"prefetch({self.n})"
+
 
 @dataclass(frozen=True, kw_only=True)
 class TakeSpec:
@@ -193,6 +266,9 @@ class TakeSpec:
 
         assert up is not None
         return Take(up, self.n)
+
+    def describe(self) -> str:
+        return f"take({self.n})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,6 +282,9 @@ class SkipSpec:
         assert up is not None
         return Skip(up, self.n)
 
+    def describe(self) -> str:
+        return f"skip({self.n})"
+
 
 def build_chain(specs: tuple[Spec, ...]) -> Node:
     """Nodes for ``specs``, source first; returns the last one."""
@@ -214,3 +293,31 @@ def build_chain(specs: tuple[Spec, ...]) -> Node:
         node = spec.build(node)
     assert node is not None
     return node
+
+
+def chain_length(specs: tuple[Spec, ...]) -> int:
+    """How many items one epoch of ``specs`` yields; TypeError when only reading tells."""
+    from weft.data._sources import ShardOrder
+
+    source = specs[0]
+    if not isinstance(source, RandomSourceSpec):
+        raise TypeError(f"len() needs a random-access source (from_range, from_array, from_npy, from_files, "
+                        f"from_image_folder or a Sequence): {source.describe()} is read as a stream, "
+                        "so its length is known only once read")
+    n = source.length
+    for t in source.transforms:
+        if isinstance(t, ShardOrder):
+            n = len(range(n)[t.rank::t.world_size])
+    for spec in specs[1:]:
+        if isinstance(spec, (PrefetchSpec, ShuffleSpec)) or (isinstance(spec, MapSpec) and spec.on_error != "skip"):
+            continue
+        if isinstance(spec, BatchSpec):
+            n = n // spec.size if spec.drop_last else math.ceil(n / spec.size)
+        elif isinstance(spec, TakeSpec):
+            n = min(n, spec.n)
+        elif isinstance(spec, SkipSpec):
+            n = max(0, n - spec.n)
+        else:
+            raise TypeError(f"len() of this pipeline is unknown until it is read: {spec.describe()} "
+                            "can drop or split items")
+    return n

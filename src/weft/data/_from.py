@@ -7,7 +7,13 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from weft.data._build import IterableSourceSpec, JsonlSourceSpec, RandomSourceSpec
+from weft.data._build import (
+    IterableSourceSpec,
+    JsonlSourceSpec,
+    OneShot,
+    RandomSourceSpec,
+)
+from weft.data._paths import nothing_matches
 from weft.data._pipeline import Pipeline
 from weft.errors import ConfigError
 
@@ -33,7 +39,8 @@ def from_iterable(obj: Iterable[Any], *, name: str | None = None) -> Pipeline:
         return _random(seq.__getitem__, len(seq), name or type(obj).__name__)
     if not isinstance(obj, Iterable):
         raise ConfigError(f"from_iterable needs an iterable, got {type(obj).__name__}")
-    return Pipeline((IterableSourceSpec(iterable=obj, name=name or type(obj).__name__),))
+    one_shot = OneShot() if iter(obj) is obj else None  # type: ignore[comparison-overlap]
+    return Pipeline((IterableSourceSpec(iterable=obj, name=name or type(obj).__name__, one_shot=one_shot),))
 
 
 def from_range(start: int, stop: int | None = None, step: int = 1) -> Pipeline:
@@ -55,6 +62,8 @@ def from_npy(path: str | os.PathLike[str]) -> Pipeline:
     """Rows of a ``.npy`` file, memory-mapped: only the rows read are loaded."""
     import numpy as np
 
+    if not os.path.isfile(path):
+        raise nothing_matches("from_npy", path)
     arr = np.load(os.fspath(path), mmap_mode="r")
     return from_array(arr, name=f"npy:{os.path.basename(os.fspath(path))}")
 
@@ -71,6 +80,10 @@ def from_files(pattern: str | os.PathLike[str], *, read: bool = False) -> Pipeli
     ``read=False`` and read in a ``.map(read, workers=32)`` instead.
     """
     paths = sorted(p for p in globlib.glob(os.fspath(pattern), recursive=True) if os.path.isfile(p))
+    if not paths:
+        hint = (f"it is a directory: pass a pattern such as {os.path.join(os.fspath(pattern), '**', '*')!r}"
+                if os.path.isdir(pattern) else "")
+        raise nothing_matches("from_files", pattern, hint)
     name = f"files:{os.fspath(pattern)}"
     if read:
         return _random(lambda i: _read_bytes(paths[i]), len(paths), name)
@@ -80,7 +93,7 @@ def from_files(pattern: str | os.PathLike[str], *, read: bool = False) -> Pipeli
 def from_jsonl(path: str | os.PathLike[str]) -> Pipeline:
     """Records of a JSON Lines file, streamed; resumes by seeking to a byte offset."""
     if not os.path.isfile(path):
-        raise ConfigError(f"no such file: {os.fspath(path)!r}")
+        raise nothing_matches("from_jsonl", path, "no such file")
     return Pipeline((JsonlSourceSpec(path=os.fspath(path)),))
 
 
@@ -98,4 +111,8 @@ def from_image_folder(root: str | os.PathLike[str], *,
     for index, cls in enumerate(classes):
         for dirpath, _dirs, files in sorted(os.walk(os.path.join(root, cls))):
             items.extend((os.path.join(dirpath, f), index) for f in sorted(files) if f.lower().endswith(exts))
+    if not items:
+        raise nothing_matches("from_image_folder", root, f"its class directories {classes[:5]} hold no file "
+                              f"ending in {' / '.join(exts)}")
     return _random(items.__getitem__, len(items), f"images:{os.path.basename(root)}", classes=classes)
+

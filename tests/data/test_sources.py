@@ -77,6 +77,7 @@ def test_paths_that_match_nothing_are_config_errors_naming_them(tmp_path: Path) 
         (lambda: wd.from_files(tmp_path), "from_files"),  # a directory, not a pattern
         (lambda: wd.from_npy(missing / "x.npy"), "from_npy"),
         (lambda: wd.from_jsonl(missing / "x.jsonl"), "from_jsonl"),
+        (lambda: wd.from_webdataset(missing / "*.tar"), "from_webdataset"),
     ]
     for make, source in cases:
         with pytest.raises(ConfigError, match=f"{source}: '.*' matches no file") as info:

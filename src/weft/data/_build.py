@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from weft.data._node import Node
+    from weft.data._parquet import ParquetCatalog
     from weft.data._sources import Transform
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "JsonlSourceSpec",
     "MapSpec",
     "OneShot",
+    "ParquetSourceSpec",
     "PrefetchSpec",
     "RandomSourceSpec",
     "ShardSpec",
@@ -34,6 +36,7 @@ __all__ = [
     "Spec",
     "TakeSpec",
     "UnbatchSpec",
+    "WebDatasetSourceSpec",
     "build_chain",
     "chain_length",
 ]
@@ -119,8 +122,78 @@ class JsonlSourceSpec:
         return f"jsonl({self.path!r})"
 
 
+def _with_buffer_shuffle(node: Node, transforms: tuple[Transform, ...], buffer: int) -> Node:
+    """``node``, followed by a keyed buffer shuffle seeded by the last shuffle folded in."""
+    from weft.data._sources import ShuffleOrder
+
+    seeds = [t.seed for t in transforms if isinstance(t, ShuffleOrder)]
+    if not seeds:
+        return node
+    from weft.data._shuffle import KeyedBufferShuffle
+
+    return KeyedBufferShuffle(node, buffer, seeds[-1])
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParquetSourceSpec:
+    """Row groups of Parquet files (see :mod:`weft.data._parquet`); a folded shuffle
+    permutes the row groups and buffer-shuffles the items."""
+
+    kind: ClassVar[str] = "parquet"
+    catalog: ParquetCatalog
+    rows: bool
+    batch_rows: int
+    on_error: str
+    transforms: tuple[Transform, ...] = ()
+    buffer: int = 1
+
+    def build(self, up: Node | None) -> Node:
+        from weft.data._parquet import ParquetSource
+
+        node = ParquetSource(self.catalog, rows=self.rows, batch_rows=self.batch_rows,
+                             transforms=self.transforms, on_error=self.on_error)
+        return _with_buffer_shuffle(node, self.transforms, self.buffer)
+
+    def fold(self, transform: Transform, buffer: int) -> ParquetSourceSpec:
+        return dataclasses.replace(self, transforms=self.transforms + (transform,),
+                                   buffer=max(self.buffer, buffer))
+
+    def describe(self) -> str:
+        return (f"parquet({self.catalog.label!r}, rows={'dicts' if self.rows else 'batches'!r})"
+                f"{_transforms_text(self.transforms)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebDatasetSourceSpec:
+    """Samples of tar shards (see :mod:`weft.data._webdataset`); a folded shuffle
+    permutes the shards and buffer-shuffles the samples."""
+
+    kind: ClassVar[str] = "webdataset"
+    shards: tuple[str, ...]
+    decoders: tuple[tuple[str, Callable[[bytes], Any]], ...]
+    on_error: str
+    name: str
+    transforms: tuple[Transform, ...] = ()
+    buffer: int = 1
+
+    def build(self, up: Node | None) -> Node:
+        from weft.data._webdataset import WebDatasetSource
+
+        node = WebDatasetSource(self.shards, decoders=dict(self.decoders), transforms=self.transforms,
+                                on_error=self.on_error, name=self.name)
+        return _with_buffer_shuffle(node, self.transforms, self.buffer)
+
+    def fold(self, transform: Transform, buffer: int) -> WebDatasetSourceSpec:
+        return dataclasses.replace(self, transforms=self.transforms + (transform,),
+                                   buffer=max(self.buffer, buffer))
+
+    def describe(self) -> str:
+        decoded = f", decode={[ext for ext, _ in self.decoders]}" if self.decoders else ""
+        return f"webdataset({len(self.shards)} shards{decoded}){_transforms_text(self.transforms)}"
+
+
 #: sources that sharding and shuffling fold into (their order), instead of adding a stage
-FOLDABLE_SOURCES = (RandomSourceSpec,)
+FOLDABLE_SOURCES = (RandomSourceSpec, ParquetSourceSpec, WebDatasetSourceSpec)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -22,6 +22,7 @@ from weft.data._build import (
     IterableSourceSpec,
     MapSpec,
     PrefetchSpec,
+    RandomSourceSpec,
     ShardSpec,
     ShuffleSpec,
     SkipSpec,
@@ -133,6 +134,10 @@ class Pipeline:
         check_int("rank", rank, minimum=0, maximum=world_size - 1)
         if self._foldable():
             return self._fold(ShardOrder(rank, world_size))
+        if isinstance(self._specs[0], FOLDABLE_SOURCES) and not isinstance(self._specs[0], RandomSourceSpec):
+            raise ConfigError(f"shard a {self._specs[0].kind} source before anything but map and filter "
+                              f"(here after {self._specs[-1].describe()}): it splits {self._specs[0].kind} units "
+                              "between ranks, so put .shard() right after the source")
         if any(isinstance(s, (BatchSpec, UnbatchSpec)) for s in self._specs):
             raise ConfigError("shard before batch: shard splits source items, so put .shard() first")
         return self._then(ShardSpec(rank=rank, world_size=world_size))
@@ -142,7 +147,9 @@ class Pipeline:
 
         On a random-access source (with only map/filter in between) this is a full
         permutation of the source indices and ``buffer`` is not needed; on a stream it
-        is a buffer shuffle over ``buffer`` items.
+        is a buffer shuffle over ``buffer`` items. On a Parquet or WebDataset source it
+        is both: the row groups or shards are permuted, and a buffer shuffle of
+        ``buffer`` items follows the source (its state keeps keys, not items).
         """
         check_int("buffer", buffer)
         if isinstance(seed, bool) or not isinstance(seed, int):

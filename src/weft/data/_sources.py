@@ -4,7 +4,8 @@ A random-access source reads item ``i`` on demand, so sharding and shuffling it 
 reorder *indices*: its order for an epoch is a ``range`` or an index array, and its
 resume state is one integer. A streaming source (any iterable) is read front to back;
 it resumes by re-opening the iterable and skipping what was already read (the JSON
-Lines source does better: it seeks, see :mod:`weft.data._jsonl`).
+Lines source does better: it seeks, see :mod:`weft.data._jsonl`; so do the Parquet
+and WebDataset sources, read unit by unit: see :mod:`weft.data._units`).
 """
 
 from __future__ import annotations

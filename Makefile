@@ -11,11 +11,16 @@ VENV := .venv
 FT_VENV := .venv-ft
 FT_CONSTRAINTS := ../shared/ft-constraints.txt
 FT_LOCATOR := ../shared/tools/ft-python
-EXTRAS := dev,serve,onnx
+# ray and dask (cluster backends) publish no free-threaded wheels: GIL leg only.
+# ui-test (playwright) drives the runs page in Debian's chromium; on 3.13t its greenlet
+# re-enables the GIL, so the browser tests skip there.
+EXTRAS := dev,serve,onnx,ray,dask,ui-test
 # ruff and mypy run on the GIL leg only (mypy has no free-threaded wheel).
 FT_EXTRAS := test,serve,onnx
 # Test peers installed where a wheel exists for the interpreter; their tests skip otherwise.
 OPTIONAL := safetensors tritonclient[http] numba onnx httptools uvloop orjson
+# Test peers for the GIL leg only (on 3.13t they would re-enable the GIL on import).
+GIL_ONLY := tensorboard
 PIP_QUIET := --quiet --disable-pip-version-check
 # Extra pytest arguments for both legs (test-fast sets -m "not slow").
 PYTEST_ARGS ?=
@@ -28,7 +33,7 @@ $(VENV)/.stamp: pyproject.toml Makefile
 	$(VENV)/bin/pip install $(PIP_QUIET) -e '.[$(EXTRAS)]'
 	@# torch interop and TorchScript models are tested where torch installs (CPU wheel).
 	$(VENV)/bin/pip install $(PIP_QUIET) 'torch==2.13.0' || echo "weft: torch not installed; its tests will be skipped"
-	for p in $(OPTIONAL); do $(VENV)/bin/pip install $(PIP_QUIET) --only-binary :all: "$$p" || echo "weft: $$p not installed; its tests will be skipped"; done
+	for p in $(OPTIONAL) $(GIL_ONLY); do $(VENV)/bin/pip install $(PIP_QUIET) --only-binary :all: "$$p" || echo "weft: $$p not installed; its tests will be skipped"; done
 	touch $@
 
 demo: $(VENV)/.stamp

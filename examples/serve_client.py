@@ -20,7 +20,7 @@ import mlp  # noqa: E402
 
 
 def main() -> None:
-    config = weft.serve.ServerConfig(port=0, max_batch_size=32, max_delay_ms=5, workers=2)
+    config = weft.serve.ServerConfig(port=0, max_batch_size=32, max_delay=0.005, workers=2)
     server = weft.serve.Server([f"{HERE / 'mlp.py'}:Model"], config)
     with server:
         rng = np.random.default_rng(0)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -65,3 +67,21 @@ def no_leaks() -> Iterator[None]:
     assert wait_until(lambda: not (child_pids() - children_before)), \
         f"child processes left behind: {child_pids() - children_before}"
     assert not weft_segments(), f"shared memory left behind: {weft_segments()}"
+
+
+# The free-threaded leg exists to run the suite with the GIL off. An extension module
+# that does not declare itself free-threading safe turns the GIL back on when imported,
+# silently; say so at the end rather than let the leg pass as GIL-free when it was not.
+_GIL_AT_START: bool | None = None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _GIL_AT_START
+    _GIL_AT_START = getattr(sys, "_is_gil_enabled", lambda: True)()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _GIL_AT_START is False and sys._is_gil_enabled():
+        terminalreporter.write_line(
+            "weft: the GIL was re-enabled during this session by an imported extension; "
+            "tests after that import ran with the GIL on", yellow=True)

@@ -11,6 +11,10 @@ import numpy as np
 
 from weft.serve import TensorSpec
 
+#: How often a gated model in a subprocess server looks for its gate file: only how soon
+#: it notices, never whether.
+GATE_FILE_POLL_SECONDS = 0.005
+
 
 class Doubler:
     """y = 2 x for FP32 rows of any width; releases the GIL enough for threads."""
@@ -58,7 +62,7 @@ class Gate:
         gate_file = os.environ.get("WEFT_TEST_GATE")
         if gate_file:
             while not os.path.exists(gate_file):  # a subprocess server has no event to wait on
-                time.sleep(0.005)
+                time.sleep(GATE_FILE_POLL_SECONDS)
         else:
             assert self._event.wait(60), "the test never opened the gate"
         self.batches.append(inputs["x"].copy())
@@ -93,3 +97,23 @@ class HoldsGil:
         rows = inputs["x"].tolist()
         totals = [sum(r) for r in rows]
         return {"pid": np.full(len(rows), os.getpid(), dtype=np.int64), "total": np.array(totals, dtype=np.int64)}
+
+
+class SlowLoad:
+    """Loads only once the test sets ``release``; ``loading`` is set when load() begins."""
+
+    name = "slowload"
+    inputs = (TensorSpec("x", "FP32", [-1, 4]),)
+    outputs = (TensorSpec("x", "FP32", [-1, 4]),)
+    releases_gil = True
+
+    def __init__(self) -> None:
+        self.loading = threading.Event()
+        self.release = threading.Event()
+
+    def load(self) -> None:
+        self.loading.set()
+        assert self.release.wait(60), "the test never released the load"
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(inputs)

@@ -16,9 +16,15 @@ from rich.console import Console
 pytest.importorskip("fastapi", reason="the serve extra is not installed here")
 pytest.importorskip("PIL", reason="Pillow is not installed here")
 
-from weft._demo import run_demo
+from weft.demo._run import run_demo
+
+# Three demo runs take ~25 s on an idle 2-core machine; these bounds leave room for a
+# machine whose every core also runs another CPU-bound process.
+DEMO_COMMAND_SECONDS = 300
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_demo_trains_serves_and_resumes(tmp_path: Path) -> None:
     out = io.StringIO()
     console = Console(file=out, width=200)
@@ -48,9 +54,43 @@ def test_demo_trains_serves_and_resumes(tmp_path: Path) -> None:
     assert third["train_images"] == 0 and "already trained" in out.getvalue()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(DEMO_COMMAND_SECONDS + 60)
 def test_weft_demo_command(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "weft", "demo", "--small", "--epochs", "1", "--dir",
-                             str(tmp_path)], capture_output=True, text=True, timeout=110,
+                             str(tmp_path)], capture_output=True, text=True, timeout=DEMO_COMMAND_SECONDS,
                             env={**os.environ, "COLUMNS": "160"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "final accuracy" in result.stdout and "3. serve" in result.stdout
+
+
+def test_weft_help_does_not_load_the_demo() -> None:
+    code = ("import sys, importlib, typer; importlib.import_module('weft.demo._cli').register(typer.Typer()); "
+            "print(','.join(m for m in ('numpy', 'PIL', 'weft.demo._run') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=DEMO_COMMAND_SECONDS,
+                         check=True)
+    assert out.stdout.strip() == "", f"registering `weft demo` imported {out.stdout.strip()}"
+
+
+def test_demo_parts() -> None:
+    import numpy as np
+
+    from weft.demo._dataset import CLASSES, SIDE, draw, normalize
+    from weft.demo._model import forward, init_params, learning_rate, sgd_step
+    from weft.errors import ConfigError
+
+    rng = np.random.default_rng(0)
+    images = np.stack([draw(kind, rng) for kind in range(len(CLASSES)) for _ in range(8)])
+    assert images.shape == (24, SIDE, SIDE) and images.dtype == np.uint8
+    x = normalize(images.astype(np.float32) / 255.0).reshape(len(images), -1)
+    assert abs(float(x.mean())) < 0.5 and 0.5 < float(x.std()) < 2.0, "about mean 0, unit spread"
+    y = np.repeat(np.arange(len(CLASSES)), 8)
+    params = init_params(16)
+    velocity = {k: np.zeros_like(v) for k, v in params.items()}
+    losses = [sgd_step(params, velocity, x, y, learning_rate(0))[0] for _ in range(30)]
+    assert losses[-1] < losses[0], "the step lowers the loss on a fixed batch"
+    _, probs = forward(params, x)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert learning_rate(1) < learning_rate(0)
+    with pytest.raises(ConfigError, match="size"):
+        run_demo(size="huge")

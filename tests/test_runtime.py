@@ -65,6 +65,7 @@ def _all_weft_modules() -> list[str]:
                         if not m.name.endswith("__main__"))  # __main__ runs the command
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not runtime.is_free_threaded_build(), reason="needs a free-threaded build")
 def test_importing_every_weft_module_leaves_the_gil_off() -> None:
     check = runtime.check_gil_imports(tuple(_all_weft_modules()), timeout=110)
@@ -95,3 +96,23 @@ def test_weft_doctor_table() -> None:
                          timeout=90, check=True)
     assert "usable cores" in out.stdout
     assert "CPU-bound Python" in out.stdout
+
+
+def test_gil_check_on_a_missing_interpreter_names_it(tmp_path: Path) -> None:
+    missing = str(tmp_path / "no-python")
+    with pytest.raises(ConfigError, match="no-python"):
+        runtime.check_gil_imports(("json",), python=missing)
+
+
+def test_weft_doctor_states_the_auto_rule_of_the_policy() -> None:
+    from weft.exec._policy import describe_rule
+
+    out = subprocess.run([sys.executable, "-m", "weft", "doctor", "--no-check-imports"],
+                         capture_output=True, text=True, timeout=90, check=True, env=_wide_terminal())
+    assert describe_rule() in " ".join(out.stdout.split())
+
+
+def _wide_terminal() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "COLUMNS": "400"}  # so rich does not wrap the sentence

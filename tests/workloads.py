@@ -37,8 +37,12 @@ def make_array(n: int) -> np.ndarray:
     return np.arange(n, dtype=np.float32)
 
 
-def die_on_two(x: int) -> int:
+def die_on_two(x: int, stamp: str | None = None) -> int:
+    """Kill the worker on 2; first write ``time.monotonic()`` to ``stamp`` if given (the
+    clock is system-wide, so the test can time how fast the death is noticed)."""
     if x == 2:
+        if stamp is not None:
+            Path(stamp).write_text(repr(time.monotonic()))
         os.kill(os.getpid(), signal.SIGKILL)
     return x
 
@@ -81,3 +85,36 @@ def return_lock(_: int) -> object:
     import threading
 
     return threading.Lock()
+
+
+def identity(x: object) -> object:
+    return x
+
+
+class SlowToPickle:
+    """Takes ``seconds`` to pickle and as long again to unpickle, like a large argument or
+    result, or a function whose module is imported when the first call is unpickled."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __reduce__(self) -> tuple[object, tuple[float]]:
+        time.sleep(self.seconds)
+        return (_unpickle_slowly, (self.seconds,))
+
+
+def _unpickle_slowly(seconds: float) -> SlowToPickle:
+    time.sleep(seconds)
+    return SlowToPickle(seconds)
+
+
+class NeedsTwoArguments(Exception):
+    """Pickles, but cannot be unpickled: pickle re-creates it with ``args`` only."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def raise_needs_two(x: int) -> int:
+    raise NeedsTwoArguments(f"bad input {x}", 7)

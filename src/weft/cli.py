@@ -11,26 +11,32 @@ from typing import Annotated
 import typer
 
 from weft import runtime
+from weft.exec._policy import describe_rule
 
 app = typer.Typer(name="weft", help="Make Python AI workloads fast with or without the GIL.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
 
 @app.callback()
 def _root() -> None:
     """Make Python AI workloads fast with or without the GIL."""
 
 
+#: How ``weft doctor`` names each kind of work in its backend table.
+_WORKLOAD_WORDS = {"cpu": "CPU-bound Python", "native": "native code releasing the GIL", "io": "blocking I/O"}
+
 #: Modules whose ``register(app)`` adds sub-commands.
-_AREAS: tuple[str, ...] = ("weft.train._cli", "weft.serve._cli", "weft.lab._cli", "weft._demo")
+_AREAS: tuple[str, ...] = ("weft.train._cli", "weft.serve._cli", "weft.lab._cli", "weft.demo._cli")
 
 
 @app.command()
 def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Print the facts as JSON.")] = False,
     check_imports: Annotated[bool, typer.Option(help="On a free-threaded build, check which import re-enables the GIL.")] = True,
+    check_clusters: Annotated[bool, typer.Option(help="Report the Ray and Dask clusters this machine points at.")] = True,
 ) -> None:
     """State the facts about this interpreter and the backends weft would choose."""
-    facts = runtime.facts(check_imports=check_imports)
+    facts = runtime.facts(check_imports=check_imports, check_clusters=check_clusters)
     if as_json:
         typer.echo(json.dumps(facts.to_dict(), indent=2))
         return
@@ -62,12 +68,15 @@ def doctor(
     backends.add_column("work")
     backends.add_column("backend")
     backends.add_column("why")
-    words = {"cpu": "CPU-bound Python", "native": "native code releasing the GIL", "io": "blocking I/O"}
     for choice in facts.backends:
-        backends.add_row(words.get(choice.workload, choice.workload), choice.backend, choice.reason)
+        workload = choice.workload or "any"
+        backends.add_row(_WORKLOAD_WORDS.get(workload, workload), choice.backend, choice.reason)
     console.print(backends)
-    console.print("backend='auto' on a map measures the function itself: threads if it waits or "
-                  "releases the GIL (threads use >= 1.5 cores at >= 60% efficiency), otherwise processes; threads whenever the GIL is off.")
+    if facts.clusters:
+        from weft.exec._cluster_info import cluster_table
+
+        console.print(cluster_table(facts.clusters))
+    console.print(describe_rule())
 
 
 def _yes(value: bool) -> str:

@@ -17,6 +17,7 @@ import sysconfig
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from weft.exec._cluster_info import ClusterInfo, probe_clusters
 from weft.exec._policy import BackendChoice, Workload
 
 __all__ = [
@@ -143,10 +144,17 @@ def check_gil_imports(modules: tuple[str, ...] = DEFAULT_GIL_MODULES, *, python:
     """
     env = dict(os.environ)
     env.pop("PYTHON_GIL", None)  # a forced setting would hide the module that flips it
-    out = subprocess.run(
-        [python or sys.executable, "-c", _GIL_CHECK_SCRIPT, json.dumps(list(modules))],
-        capture_output=True, text=True, timeout=timeout, env=env, check=True,
-    )
+    executable = python or sys.executable
+    try:
+        out = subprocess.run(
+            [executable, "-c", _GIL_CHECK_SCRIPT, json.dumps(list(modules))],
+            capture_output=True, text=True, timeout=timeout, env=env, check=True,
+        )
+    except OSError as exc:
+        from weft.errors import ConfigError
+
+        raise ConfigError(f"cannot run {executable!r} to check its imports ({exc}): pass the path of a "
+                          "Python executable") from exc
     data = json.loads(out.stdout.strip().splitlines()[-1])
     return GilCheck(**data)
 
@@ -165,13 +173,15 @@ class RuntimeFacts:
     cgroup_cpu_limit: float | None
     backends: tuple[BackendChoice, ...]
     gil_check: GilCheck | None
+    clusters: tuple[ClusterInfo, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
-def facts(*, check_imports: bool = True) -> RuntimeFacts:
-    """Collect the runtime facts; ``check_imports`` adds the (subprocess) GIL import check."""
+def facts(*, check_imports: bool = True, check_clusters: bool = True) -> RuntimeFacts:
+    """Collect the runtime facts; ``check_imports`` adds the (subprocess) GIL import check,
+    ``check_clusters`` the Ray and Dask clusters this machine points at (if any)."""
     gil_check = None
     if check_imports and is_free_threaded_build():
         gil_check = check_gil_imports()
@@ -186,4 +196,5 @@ def facts(*, check_imports: bool = True) -> RuntimeFacts:
         cgroup_cpu_limit=_cgroup_cpu_limit(),
         backends=tuple(choose_backend(w) for w in ("cpu", "native", "io")),
         gil_check=gil_check,
+        clusters=probe_clusters() if check_clusters else (),
     )

@@ -24,6 +24,7 @@ def _lab(*args: str, timeout: float = 110) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_cli_writes_markdown_json_and_charts(tmp_path: Path) -> None:
     out = tmp_path / "report"
     proc = _lab("--smoke", "--python", sys.executable, "--only", "z85", "--only", "listcomp",
@@ -69,6 +70,7 @@ def _other_interpreter() -> str | None:
     return found[0] if found else None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_other_interpreter() is None,
                     reason="needs a GIL interpreter running the tests and a free-threaded one to find")
 def test_cli_combines_two_interpreters(tmp_path: Path) -> None:

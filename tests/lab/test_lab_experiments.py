@@ -1,5 +1,6 @@
 """Every experiment runs (smoke sizes) in a fresh subprocess of this interpreter and returns a
-well-formed result; skips only for a stated reason that fits this interpreter."""
+well-formed result; skips only for a stated reason that fits this interpreter. Running every
+experiment takes a while: those runs are marked slow."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import sysconfig
 
 import pytest
 
+from weft import runtime
 from weft.lab import Claim, available_experiments, judge
-from weft.lab._lab import evaluate, run_raw
-from weft.lab._registry import is_combined, load
+from weft.lab._lab import evaluate, plan, run_raw
+from weft.lab._registry import load
 
-MEASURED = [n for n in available_experiments() if not is_combined(n)]
+MEASURED, DERIVED = plan()
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 HAS_NUMPY = importlib.util.find_spec("numpy") is not None
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
@@ -51,12 +53,22 @@ def test_every_module_states_a_claim(name: str) -> None:
     assert claim.baseline in claim.expected and claim.candidate in claim.expected
 
 
+def test_every_experiment_is_measured_or_derived() -> None:
+    assert sorted(MEASURED + DERIVED) == available_experiments()
+    assert all(hasattr(load(n), "combine") for n in DERIVED)
+    assert not any(hasattr(load(n), "combine") for n in MEASURED)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MEASURED)
 def test_experiment_runs_and_is_well_formed(name: str) -> None:
     raw = run_raw(sys.executable, name, "smoke")
     assert raw["name"] == name and raw["mode"] == "smoke"
     assert raw["interpreter"]["executable"] and raw["interpreter"]["version"]
     assert raw["interpreter"]["free_threaded"] is FREE_THREADED
+    # the child imported weft.runtime from the source the lab put on its path
+    assert raw["interpreter"]["usable_cores"] == runtime.usable_cores()
+    assert raw["interpreter"]["gil_enabled"] is runtime.gil_enabled()
     assert raw["status"] in ("ok", "skipped"), raw["reason"]
     claim = load(name).CLAIM
     expected_skip = _expected_skip(name)

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from weft.errors import ConfigError
-from weft.lab import LabConfig
+from weft import runtime
+from weft.errors import ConfigError, LabError
+from weft.lab import Claim, LabConfig
 from weft.lab._context import Context, Skip
 from weft.lab._interpreters import discover, find_free_threaded, probe
 from weft.lab._lab import evaluate, plan
@@ -33,13 +34,35 @@ def test_context_times_every_variant_interleaved() -> None:
 def test_context_modes_and_skip() -> None:
     assert Context("quick").pick(full=3, quick=2, smoke=1) == 2
     assert Context("full").repeats > Context("quick").repeats > Context("smoke").repeats
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match=r"mode must be one of .* got 'huge'"):
         Context("huge")  # type: ignore[arg-type]
     with pytest.raises(Skip, match="why"):
         Context("smoke").skip("why")
     ctx = Context("smoke")
     ctx.set_threshold(1.4, "scaled")
     assert ctx.threshold == 1.4 and ctx.notes == ["scaled"]
+    with pytest.raises(ConfigError, match=r"threshold must be a ratio > 0, got 0\.0"):
+        ctx.set_threshold(0.0, "no")
+    assert ctx.cores == runtime.usable_cores()
+
+
+def test_lab_errors_are_weft_errors() -> None:
+    assert issubclass(Skip, LabError)  # an experiment that cannot be measured here
+    with pytest.raises(LabError, match=r"'z85' reported status 'ok' without samples for \['base64'\]"):
+        evaluate(z85.CLAIM, {"status": "ok", "samples": {"z85": [1.0]}}, "3.13.1")
+    with pytest.raises(ConfigError, match="variant 'a' has no samples"):
+        Context("smoke").record("a", [])
+    fields = dict(group="g", text="t.", source="s", baseline="a", candidate="b", threshold=1.1)
+    with pytest.raises(ConfigError, match="identifier"):
+        Claim(name="not a name", **fields)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="threshold must be > 0"):
+        Claim(name="c", **{**fields, "threshold": 0})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="both 'a'"):
+        Claim(name="c", **{**fields, "candidate": "a"})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="direction must be"):
+        Claim(name="c", direction="up", **fields)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="metric must be"):
+        Claim(name="c", metric="joules", **fields)  # type: ignore[arg-type]
 
 
 def test_unknown_experiment_is_a_config_error_naming_the_known_ones() -> None:

@@ -12,9 +12,16 @@ from contextlib import contextmanager
 
 import pytest
 
+#: The longest a server may take to start. A fresh free-threaded interpreter importing
+#: FastAPI, uvicorn and NumPy took 8-20 s here while a CPU hog ran on every core (2 s
+#: idle); tests that start one carry a longer pytest timeout (SUBPROCESS_TEST_TIMEOUT).
+STARTUP_TIMEOUT = 120
+SUBPROCESS_TEST_TIMEOUT = 300
+
 
 @contextmanager
-def weft_serve(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def weft_serve(*args: str, env: dict[str, str] | None = None,
+               timeout: float = STARTUP_TIMEOUT) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """Yields (base URL, process); SIGTERMs and reaps it on exit."""
     cmd = [sys.executable, "-m", "weft", "serve", *args, "--port", "0", "--log-level", "warning"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -42,7 +49,7 @@ def weft_serve(*args: str, env: dict[str, str] | None = None, timeout: float = 6
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(60)
+                proc.wait(STARTUP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()

@@ -10,7 +10,7 @@ import pytest
 
 from weft.errors import ConfigError, ModelError
 from weft.serve import Client, Server, ServerConfig, adapter_names, load_model, serve_in_thread
-from weft.serve._server import choose_backend
+from weft.serve._config import choose_backend
 
 
 def test_python_specs_by_file_module_and_object() -> None:
@@ -43,6 +43,12 @@ def test_load_failures_are_model_errors(tmp_path) -> None:  # type: ignore[no-un
                     "    def predict(self, inputs):\n        return inputs\n")
     with pytest.raises(ModelError, match="weights missing"):
         load_model(f"{path}:M")
+    broken = tmp_path / "broken.py"
+    broken.write_text("import not_a_module_xyz\n")
+    with pytest.raises(ModelError, match="not_a_module_xyz"):
+        load_model(f"{broken}:M")
+    with pytest.raises(ModelError, match="not_a_module_xyz"):
+        choose_backend(ServerConfig(), [f"{broken}:M"])  # auto reads releases_gil from the module
 
 
 def _onnx_mlp(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -67,7 +73,7 @@ def test_onnx_model_is_served(tmp_path) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("onnxruntime")
     path = str(tmp_path / "tiny.onnx")
     w, b = _onnx_mlp(path)
-    assert choose_backend(ServerConfig(), [path])[0] == "thread"
+    assert choose_backend(ServerConfig(), [path]).backend == "thread"
     with serve_in_thread([path], ServerConfig(port=0, max_batch_size=8)) as url, Client(url) as client:
         meta = client.model_metadata("tiny")
         assert meta["platform"] == "onnxruntime_onnx"
@@ -103,7 +109,7 @@ def tracker() -> None:
 
 
 def test_process_backend_runs_models_in_worker_processes_with_shared_memory(tracker: None, no_leaks: None) -> None:
-    config = ServerConfig(port=0, backend="process", workers=2, max_batch_size=64, max_delay_ms=1)
+    config = ServerConfig(port=0, backend="process", workers=2, max_batch_size=64, max_delay=0.001)
     with Server(["tests/serve_workloads.py:HoldsGil", "tests/serve_workloads.py:Doubler"], config) as server, \
             Client(server.url) as client:
         assert server.statistics().backend == "process"
@@ -118,7 +124,28 @@ def test_auto_backend_rule() -> None:
     import sys
 
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    backend, reason = choose_backend(ServerConfig(), ["tests/serve_workloads.py:HoldsGil"])
-    assert backend == ("process" if gil else "thread") and reason
-    assert choose_backend(ServerConfig(), ["examples/mlp.py:Model"])[0] == "thread"
-    assert choose_backend(ServerConfig(backend="process"), ["examples/mlp.py:Model"])[0] == "process"
+    choice = choose_backend(ServerConfig(), ["tests/serve_workloads.py:HoldsGil"])
+    assert choice.backend == ("process" if gil else "thread")
+    if gil:
+        assert "'tests/serve_workloads.py:HoldsGil' does not declare releases_gil" in choice.reason
+    named = choose_backend(ServerConfig(), ["slow=tests/serve_workloads.py:HoldsGil", "examples/mlp.py:Model"])
+    assert named.backend == choice.backend and (not gil or "'slow'" in named.reason)
+    assert choose_backend(ServerConfig(), ["examples/mlp.py:Model"]).backend == "thread"
+    assert choose_backend(ServerConfig(), ["model.onnx", "net.pt"]).backend == "thread", "native runtimes"
+    requested = choose_backend(ServerConfig(backend="process"), ["examples/mlp.py:Model"])
+    assert requested.backend == "process" and requested.reason == "backend='process' was requested"
+
+
+def test_a_registered_adapter_declares_whether_it_releases_the_gil(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from weft.serve import _adapters, register_adapter
+
+    monkeypatch.setattr(_adapters, "_registry", list(_adapters._registry))  # forget them afterwards
+    register_adapter("native", matches=lambda spec: isinstance(spec, str) and spec.endswith(".native"),
+                     loader=lambda spec: None, releases_gil=True)  # type: ignore[arg-type,return-value]
+    register_adapter("script", matches=lambda spec: isinstance(spec, str) and spec.endswith(".script"),
+                     loader=lambda spec: None)  # type: ignore[arg-type,return-value]
+    assert choose_backend(ServerConfig(), ["m.native"]).backend == "thread"
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    assert choose_backend(ServerConfig(), ["m.native", "m.script"]).backend == ("process" if gil else "thread")

@@ -211,6 +211,7 @@ def almost_valid_requests(draw: st.DrawFn) -> dict[str, object]:
     return {"inputs": [tensor], **({"parameters": draw(json_values)} if draw(st.booleans()) else {})}
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(almost_valid_requests())
 def test_almost_valid_requests_decode_or_raise_protocol_error(doc: dict[str, object]) -> None:

@@ -24,7 +24,7 @@ EXAMPLES = "examples/mlp.py:Model"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    config = ServerConfig(port=0, max_batch_size=16, max_delay_ms=1, workers=2, backend="thread",
+    config = ServerConfig(port=0, max_batch_size=16, max_delay=0.001, workers=2, backend="thread",
                           max_body_bytes=1 << 20, queue_size=64)
     with Server(["tests/serve_workloads.py:Doubler", sw.echo, sw.Broken()], config) as srv:
         yield srv
@@ -167,6 +167,7 @@ def hostile_bodies(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
     return json.dumps(doc).encode(), headers
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(hostile_bodies(), st.sampled_from(["doubler", "echo", "nope"]))
 def test_malformed_requests_get_4xx_never_5xx(server: Server, body: tuple[bytes, dict[str, str]], model: str) -> None:
@@ -198,7 +199,7 @@ def test_metrics_expose_counters(server: Server, client: Client) -> None:
 def test_overload_answers_503_at_once_and_200_for_the_rest() -> None:
     """At twice capacity (5 held: 1 running + 4 queued), every answer is 200 or 503, none lost."""
     gate = sw.Gate()
-    config = ServerConfig(port=0, max_batch_size=1, max_delay_ms=0, workers=1, queue_size=5, backend="thread")
+    config = ServerConfig(port=0, max_batch_size=1, max_delay=0, workers=1, queue_size=5, backend="thread")
     statuses: list[int] = []
     retry_after: list[str | None] = []
     lock = threading.Lock()
@@ -257,7 +258,7 @@ def test_a_refusal_keeps_the_connection_open_and_is_counted(token: str | None, p
 
         monkeypatch.setattr(_app.App, "refusal_bytes", spy)
     gate = sw.Gate()
-    config = ServerConfig(port=0, max_batch_size=1, max_delay_ms=0, workers=1, queue_size=2, backend="thread",
+    config = ServerConfig(port=0, max_batch_size=1, max_delay=0, workers=1, queue_size=2, backend="thread",
                           token=token)  # 2 held: 1 computing + 1 waiting
     auth = {} if token is None else {"Authorization": f"Bearer {token}"}
     body, _ = encode_request({"x": np.zeros((1, 4), np.float32)}, binary=False)
@@ -315,7 +316,7 @@ def test_a_refusal_keeps_the_connection_open_and_is_counted(token: str | None, p
 
 def test_timeout_answers_504_and_drops_the_request_before_compute() -> None:
     gate = sw.Gate()
-    config = ServerConfig(port=0, max_batch_size=1, max_delay_ms=0, workers=1, backend="thread", timeout_s=30)
+    config = ServerConfig(port=0, max_batch_size=1, max_delay=0, workers=1, backend="thread", timeout=30)
     try:
         with Server([gate], config) as server, Client(server.url) as client:
             first: list[np.ndarray] = []
@@ -323,8 +324,9 @@ def test_timeout_answers_504_and_drops_the_request_before_compute() -> None:
                 client.infer("gate", {"x": np.zeros((1, 4), np.float32)})["y"]))
             blocker.start()
             assert gate.entered.wait(30)
+            # The request can only expire: the gate keeps the one worker busy until after its answer.
             with pytest.raises(ServeError, match="HTTP 504"):
-                client.infer("gate", {"x": np.ones((1, 4), np.float32)}, timeout_s=0.2)
+                client.infer("gate", {"x": np.ones((1, 4), np.float32)}, timeout=0.2)
             gate.open()
             blocker.join()
             assert server.statistics().models["gate"].expired == 1
@@ -336,7 +338,7 @@ def test_timeout_answers_504_and_drops_the_request_before_compute() -> None:
 
 def test_a_disconnected_client_has_its_queued_work_cancelled() -> None:
     gate = sw.Gate()
-    config = ServerConfig(port=0, max_batch_size=1, max_delay_ms=0, workers=1, backend="thread")
+    config = ServerConfig(port=0, max_batch_size=1, max_delay=0, workers=1, backend="thread")
     try:
         with Server([gate], config) as server:
             body, _ = encode_request({"x": np.zeros((1, 4), np.float32)}, binary=False)
@@ -344,9 +346,13 @@ def test_a_disconnected_client_has_its_queued_work_cancelled() -> None:
                                                                  content=body, timeout=60))
             blocker.start()
             assert gate.entered.wait(30)
-            with pytest.raises(httpx.ReadTimeout):
-                httpx.post(f"{server.url}/v2/models/gate/infer", content=body, timeout=0.3)
-            assert wait_until(lambda: server.statistics().models["gate"].cancelled == 1, timeout=10)
+            address = urlsplit(server.url)
+            conn = http.client.HTTPConnection(address.hostname or "", address.port, timeout=60)
+            conn.request("POST", "/v2/models/gate/infer", body=body, headers={"Content-Type": "application/json"})
+            # leave only once the server holds the request in its queue
+            assert wait_until(lambda: server.statistics().models["gate"].queued == 1, timeout=30)
+            conn.close()
+            assert wait_until(lambda: server.statistics().models["gate"].cancelled == 1, timeout=30)
             assert server.statistics().models["gate"].queued == 0
             gate.open()
             blocker.join()
@@ -379,32 +385,171 @@ def test_served_answers_match_the_model_and_batches_form(no_leaks: None) -> None
         sys.path.remove("examples")
     rng = np.random.default_rng(1)
     xs = [rng.standard_normal((1 + i % 3, 512)).astype(np.float32) for i in range(24)]
-    config = ServerConfig(port=0, max_batch_size=8, max_delay_ms=20, workers=1)
-    with Server([EXAMPLES], config) as server:
-        results: dict[int, np.ndarray] = {}
+    gate = sw.Gate()
+    # One worker, held by the gate's batch until every MLP request has been queued: the
+    # batches then form from a full queue, however the 24 client threads are scheduled.
+    config = ServerConfig(port=0, max_batch_size=8, max_delay=0.02, workers=1)
+    try:
+        with Server([gate, EXAMPLES], config) as server:
+            results: dict[int, np.ndarray] = {}
 
-        def call(i: int) -> None:
-            with Client(server.url) as c:
-                results[i] = c.infer("mlp", {"x": xs[i]})["y"]
+            def call(i: int) -> None:
+                with Client(server.url) as c:
+                    results[i] = c.infer("mlp", {"x": xs[i]})["y"]
 
-        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(xs))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        stats = server.statistics().models["mlp"]
-        assert server.statistics().backend == "thread"  # the MLP declares releases_gil
+            blocker = threading.Thread(target=call_gate, args=(server.url,))
+            blocker.start()
+            assert gate.entered.wait(30)
+            threads = [threading.Thread(target=call, args=(i,)) for i in range(len(xs))]
+            for t in threads:
+                t.start()
+            assert wait_until(lambda: server.statistics().models["mlp"].submitted == len(xs), timeout=60)
+            gate.open()
+            for t in [blocker, *threads]:
+                t.join()
+            stats = server.statistics()
+            assert stats.backend == "thread"  # both models declare releases_gil
+    finally:
+        gate.open()
     for i, x in enumerate(xs):
         np.testing.assert_allclose(results[i], mlp.forward(x), rtol=1e-5, atol=1e-5)
-    assert stats.completed == 24 and stats.batches < 24, "concurrent requests share batches"
+    mlp_stats = stats.models["mlp"]
+    # The first batch may hold one request; after it at least two share each batch of 8 rows.
+    assert mlp_stats.completed == 24 and mlp_stats.batches <= 13, "concurrent requests share batches"
+
+
+def call_gate(url: str) -> None:
+    with Client(url) as c:
+        c.infer("gate", {"x": np.zeros((1, 4), np.float32)})
 
 
 def test_config_is_validated() -> None:
-    for bad in ({"backend": "gpu"}, {"port": -1}, {"timeout_s": 0}, {"max_batch_size": 0}, {"max_body_bytes": 0}):
-        with pytest.raises(ConfigError):
+    for bad, message in (({"backend": "gpu"}, "backend must be one of"), ({"backend": "serial"}, "event loop"),
+                         ({"port": -1}, "port"), ({"timeout": 0}, "timeout"), ({"drain_timeout": -1}, "drain_timeout"),
+                         ({"max_delay": -0.001}, "max_delay"), ({"max_batch_size": 0}, "max_batch_size"),
+                         ({"max_body_bytes": 0}, "max_body_bytes"), ({"log_level": "loud"}, "log_level")):
+        with pytest.raises(ConfigError, match=message):
             ServerConfig(**bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
         Server([])
     with pytest.raises(ConfigError, match="two models"):
         Server(["tests/serve_workloads.py:Doubler", "tests/serve_workloads.py:Doubler"],
                ServerConfig(port=0, backend="thread")).start()
+
+
+def test_old_duration_names_work_for_one_release_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="max_delay="):
+        config = ServerConfig(max_delay_ms=5)
+    assert config.max_delay == pytest.approx(0.005)
+    with pytest.warns(DeprecationWarning, match="timeout="):
+        assert ServerConfig(timeout_s=7).timeout == 7
+    with pytest.warns(DeprecationWarning, match="drain_timeout="):
+        assert ServerConfig(drain_timeout_s=9).drain_timeout == 9
+    assert ServerConfig(max_delay=0.005) == config, "the old spelling makes the same config"
+    with pytest.warns(DeprecationWarning), pytest.raises(ConfigError, match="both"):
+        ServerConfig(timeout=5, timeout_s=7)
+    with pytest.warns(DeprecationWarning), pytest.raises(ConfigError, match="timeout_s"):
+        ServerConfig(timeout_s="soon")  # type: ignore[arg-type]
+    gate = sw.Gate()
+    try:
+        with Server([gate], ServerConfig(port=0, workers=1, max_batch_size=1, backend="thread")) as server, \
+                Client(server.url) as client:
+            blocker = threading.Thread(target=call_gate, args=(server.url,))
+            blocker.start()
+            assert gate.entered.wait(30)
+            with pytest.warns(DeprecationWarning, match="timeout="), pytest.raises(ServeError, match="HTTP 504"):
+                client.infer("gate", {"x": np.ones((1, 4), np.float32)}, timeout_s=0.05)
+            with pytest.raises(ConfigError, match="timeout"):
+                client.infer("gate", {"x": np.ones((1, 4), np.float32)}, timeout=0)
+            gate.open()
+            blocker.join()
+    finally:
+        gate.open()
+    assert len(gate.batches) == 1, "the request that timed out was never computed"
+
+
+def test_a_backend_added_with_weft_exec_register_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    import weft.exec
+    from weft.exec import _registry
+    from weft.exec._thread import ThreadExecutor
+
+    monkeypatch.setattr(_registry, "_registered", dict(_registry._registered))  # forget it afterwards
+    made: list[ThreadExecutor] = []
+
+    class Mine(ThreadExecutor):
+        backend = "mine"
+
+    def factory(*, workers: int) -> ThreadExecutor:  # a factory need take nothing but workers
+        made.append(Mine(workers=workers))
+        return made[-1]
+
+    weft.exec.register("mine", factory)
+    config = ServerConfig(port=0, backend="mine", workers=1)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    with Server(["tests/serve_workloads.py:Doubler"], config) as server, Client(server.url) as client:
+        np.testing.assert_array_equal(client.infer("doubler", {"x": x})["y"], 2 * x)
+        stats = server.statistics()
+        computed = made[0].statistics().completed
+    assert stats.backend == "mine" and "'mine'" in stats.backend_reason
+    assert len(made) == 1 and computed == 2, "the model loaded and computed on the registered backend"
+
+
+def test_weft_serve_command_checks_the_backend_against_the_registry() -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from weft.serve._cli import register
+
+    root = typer.Typer()
+
+    @root.callback()
+    def _root() -> None:
+        """root"""
+
+    register(root)
+    result = CliRunner().invoke(root, ["serve", "tests/serve_workloads.py:Doubler", "--backend", "gpu"])
+    assert result.exit_code == 2
+    assert "backend must be one of" in result.output and "'thread'" in result.output and "'gpu'" in result.output
+    result = CliRunner().invoke(root, ["serve", "tests/serve_workloads.py:Doubler", "--max-delay-ms=-1"])
+    assert result.exit_code == 2 and "--max-delay-ms must be a number >= 0" in result.output
+
+
+def test_close_is_idempotent_and_works_before_start_and_during_loading() -> None:
+    never = Server(["tests/serve_workloads.py:Doubler"], ServerConfig(port=0))
+    never.close()
+    never.close()
+    assert never.statistics().ready is False
+    with pytest.raises(ServeError, match="closed"):
+        never.start()
+
+    model = sw.SlowLoad()
+    server = Server([model], ServerConfig(port=0, backend="thread", workers=1))
+    urls: list[str] = []
+    starter = threading.Thread(target=lambda: urls.append(server.start()))
+    starter.start()
+    try:
+        assert model.loading.wait(30)
+        server.close(timeout=0)  # asked while the model loads: the server stops once it has started
+    finally:
+        model.release.set()
+    starter.join()
+    server.close()  # waits for the server to finish
+    assert urls, "start() returned the URL"
+    stats = server.statistics()
+    assert stats.ready and stats.draining
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{urls[0]}/v2/health/live", timeout=5)
+    server.close()
+    with pytest.raises(ServeError, match="already started"):
+        server.start()
+
+
+def test_a_busy_port_is_a_serve_error_naming_it() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServeError, match=f"127.0.0.1:{port}"):
+            Server(["tests/serve_workloads.py:Doubler"], ServerConfig(port=port, backend="thread")).start()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from serve_subprocess import weft_serve
+from serve_subprocess import SUBPROCESS_TEST_TIMEOUT, weft_serve
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] has no wheel for this interpreter")
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(SUBPROCESS_TEST_TIMEOUT)]  # a server subprocess
 
 
 @pytest.fixture(scope="module")

@@ -112,9 +112,12 @@ def test_one_computation_per_key_under_16_threads() -> None:
         t.start()
     assert started.wait(30)
     # the computing thread is parked in slow(); let every other thread arrive and wait on it
+    # (an explicit state: each thread counts itself under the cache's lock before it waits;
+    # the bound is only there so a bug fails instead of hanging)
     from conftest import wait_until
 
-    assert wait_until(lambda: slow.statistics().waited + slow.statistics().misses == 16)  # type: ignore[attr-defined]
+    assert wait_until(lambda: slow.statistics().waited + slow.statistics().misses == 16,  # type: ignore[attr-defined]
+                      timeout=60)
     release.set()
     for t in threads:
         t.join()
@@ -177,6 +180,48 @@ def test_methods_async_and_generators() -> None:
     assert inspect.isgeneratorfunction(squares)
     assert list(squares(4)) == list(squares(4)) == [0, 1, 4, 9]
     assert produced["n"] == 1
+
+
+def test_async_generator_and_async_waiters_share_one_computation() -> None:
+    produced = {"n": 0}
+
+    @wt.cached
+    async def rows(n: int):  # type: ignore[no-untyped-def]
+        produced["n"] += 1
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i
+
+    async def twice() -> tuple[list[int], list[int]]:
+        return [r async for r in rows(3)], [r async for r in rows(3)]
+
+    assert inspect.isasyncgenfunction(rows)
+    assert asyncio.run(twice()) == ([0, 1, 2], [0, 1, 2]) and produced["n"] == 1
+
+    # an async caller waits, without blocking its event loop, for another thread computing the key
+    started, release = threading.Event(), threading.Event()
+    results: list[int] = []
+
+    @wt.cached
+    async def fetch(x: int) -> int:
+        started.set()
+        await asyncio.to_thread(release.wait, 60)
+        return x * 2
+
+    first = threading.Thread(target=lambda: results.append(asyncio.run(fetch(4))))
+    first.start()
+    assert started.wait(60)
+
+    async def second() -> int:
+        task = asyncio.ensure_future(fetch(4))
+        await asyncio.sleep(0)  # one loop turn: the task has looked the key up and is parked on it
+        assert fetch.statistics().waited == 1  # type: ignore[attr-defined]
+        release.set()
+        return await task
+
+    assert asyncio.run(second()) == 8
+    first.join()
+    assert results == [8] and fetch.statistics().misses == 1  # type: ignore[attr-defined]
 
 
 def test_disk_store_npy_and_json_no_pickle(tmp_path) -> None:  # type: ignore[no-untyped-def]

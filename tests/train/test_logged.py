@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import weft.train as wt
+from weft.errors import ConfigError
 
 
 def test_one_line_with_summarised_arguments(caplog: pytest.LogCaptureFixture) -> None:
@@ -67,6 +68,38 @@ def test_async_method_and_generator(caplog: pytest.LogCaptureFixture) -> None:
     assert any("count(4) -> generator of 4 item(s)" in m for m in messages)
 
 
+def test_async_generator_closed_early_and_generator_failing(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=__name__)
+
+    @wt.logged
+    async def ticks(n: int):  # type: ignore[no-untyped-def]
+        for i in range(n):
+            yield i
+
+    @wt.logged
+    def broken():  # type: ignore[no-untyped-def]
+        yield 1
+        raise OSError("disk gone")
+
+    async def take_two() -> list[int]:
+        seen = []
+        stream = ticks(10)
+        async for item in stream:
+            seen.append(item)
+            if len(seen) == 2:
+                break
+        await stream.aclose()
+        return seen
+
+    assert asyncio.run(take_two()) == [0, 1]
+    with pytest.raises(OSError, match="disk gone"):
+        list(broken())
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert any(m.startswith("test_async_generator_closed_early_and_generator_failing.<locals>.ticks(10) -> "
+                            "async generator closed after 2 item(s)") for _, m in messages), messages
+    assert any(level == logging.WARNING and "broken() raised OSError: disk gone" in m for level, m in messages)
+
+
 def test_nothing_formatted_when_disabled(caplog: pytest.LogCaptureFixture) -> None:
     class Loud:
         def __repr__(self) -> str:
@@ -88,3 +121,6 @@ def test_summarize_is_safe() -> None:
     assert "repr failed" in wt.summarize(Broken())
     assert wt.summarize({"a": np.ones(3)}) == "{'a': ndarray[float64, (3,)]}"
     assert wt.summarize(b"x" * 1000) == "bytes[1000 bytes]"
+    assert wt.summarize([1, 2, 3, 4, 5]) == "list[len=5]"
+    with pytest.raises(ConfigError, match="width"):
+        wt.logged(width=4)

@@ -87,15 +87,28 @@ def test_unlisted_exceptions_pass_straight_through() -> None:
     assert info.value.__cause__ is None
 
 
-def test_deadline_stops_retrying() -> None:
+def test_timeout_stops_retrying() -> None:
     t = FakeTime()
     fn, calls = flaky(100)
     wrapped = wt.retry(attempts=100, on=ConnectionError, backoff=1.0, multiplier=2, max_delay=100, jitter=0,
-                       deadline=10.0, clock=t.clock, sleep=t.sleep)(fn)
+                       timeout=10.0, clock=t.clock, sleep=t.sleep)(fn)
     with pytest.raises(ConnectionError):
         wrapped(1)
     assert t.sleeps == [1.0, 2.0, 4.0]  # the next (8 s) would end past 10 s
     assert calls["n"] == 4
+
+
+def test_deadline_is_the_deprecated_name_of_timeout() -> None:
+    t = FakeTime()
+    fn, calls = flaky(100)
+    with pytest.warns(DeprecationWarning, match="timeout="):
+        decorate = wt.retry(attempts=100, on=ConnectionError, backoff=1.0, multiplier=2, max_delay=100,
+                            jitter=0, deadline=10.0, clock=t.clock, sleep=t.sleep)
+    with pytest.raises(ConnectionError):
+        decorate(fn)(1)
+    assert t.sleeps == [1.0, 2.0, 4.0] and calls["n"] == 4, "the same schedule as timeout=10"
+    with pytest.raises(ConfigError, match="both"):
+        wt.retry(timeout=1.0, deadline=1.0)
 
 
 def test_async_function_awaits_injected_sleep() -> None:
@@ -161,7 +174,48 @@ def test_generator_retried_only_before_first_item() -> None:
     assert state["starts"] == 2, "a generator that already yielded is not restarted"
 
 
+def test_async_generator_retried_only_before_first_item() -> None:
+    t = FakeTime()
+    starts = {"n": 0}
+
+    @wt.retry(attempts=3, on=ConnectionError, jitter=0, clock=t.clock, sleep=t.sleep)
+    async def stream(n: int):  # type: ignore[no-untyped-def]
+        starts["n"] += 1
+        if starts["n"] < 3:
+            raise ConnectionError("not yet")
+        for i in range(n):
+            yield i
+        raise ConnectionError("after items: not retried")
+
+    async def consume() -> list[int]:
+        seen: list[int] = []
+        with pytest.raises(ConnectionError, match="after items"):
+            async for item in stream(3):
+                seen.append(item)
+        return seen
+
+    assert inspect.isasyncgenfunction(stream)
+    assert asyncio.run(consume()) == [0, 1, 2]
+    assert starts["n"] == 3 and t.sleeps == [0.1, 0.2]
+    assert stream.statistics() == wt.RetryStatistics(calls=1, retries=2, gave_up=0)  # type: ignore[attr-defined]
+
+
+def test_generator_gives_up_like_a_function() -> None:
+    t = FakeTime()
+
+    @wt.retry(attempts=2, on=OSError, jitter=0, clock=t.clock, sleep=t.sleep)
+    def never():  # type: ignore[no-untyped-def]
+        raise OSError("down")
+        yield
+
+    with pytest.raises(OSError, match="down") as info:
+        list(never())
+    assert isinstance(info.value.__cause__, ExceptionGroup)
+    assert never.statistics().gave_up == 1  # type: ignore[attr-defined]
+
+
 def test_bad_arguments() -> None:
-    for kwargs in ({"attempts": 0}, {"on": 3}, {"backoff": -1}, {"jitter": 2.0}, {"multiplier": 0.5}):
+    for kwargs in ({"attempts": 0}, {"on": 3}, {"backoff": -1}, {"jitter": 2.0}, {"multiplier": 0.5},
+                   {"timeout": -1.0}, {"max_delay": float("nan")}):
         with pytest.raises(ConfigError):
             wt.retry(**kwargs)  # type: ignore[arg-type]

@@ -86,3 +86,72 @@ def test_weft_command_has_runs(db: str) -> None:
                             text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     assert "small-lr" in result.stdout
+
+
+def test_show_and_plot_nan_inf_and_the_error(app: typer.Typer, tmp_path: Path) -> None:
+    path = tmp_path / "weft.db"
+    tracker = wt.Tracker(path)
+    try:
+        with tracker.start_run("diverged") as run:
+            run.log({"loss": 1.0})
+            run.log({"loss": float("inf")})
+            run.log({"loss": float("nan")})
+            raise RuntimeError("loss went to nan")
+    except RuntimeError:
+        pass
+    with tracker.start_run("all-nan") as run:
+        run.log({"loss": float("nan")})
+    tracker.close()
+    runner = CliRunner(env={"COLUMNS": "200"})
+    out = runner.invoke(app, ["runs", "show", "diverged", "--db", str(path)])
+    assert out.exit_code == 0, out.output
+    row = next(line for line in out.output.splitlines() if line.strip("│ ").startswith("loss"))
+    assert "nan" in row and "inf" in row and "1" in row
+    assert "RuntimeError: loss went to nan" in out.output and "failed" in out.output
+    out = runner.invoke(app, ["runs", "show", "all-nan", "--db", str(path)])
+    assert out.exit_code == 0, out.output
+    target = tmp_path / "nan.png"
+    out = runner.invoke(app, ["runs", "plot", "diverged", "all-nan", "-o", str(target), "--db", str(path)])
+    assert out.exit_code == 0, out.output
+    assert target.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_runs_ui_command_serves_until_interrupted(db: str) -> None:
+    import signal
+
+    import httpx
+
+    with subprocess.Popen([sys.executable, "-m", "weft", "runs", "ui", "--db", db, "--port", "0", "--token", "t0k"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            import select
+
+            ready, _, _ = select.select([proc.stdout], [], [], 60)
+            assert ready, "weft runs ui printed no URL within 60 s"
+            line = proc.stdout.readline()  # printed once the page listens
+            assert "weft runs ui:" in line and "#token=t0k" in line and "127.0.0.1" in line, line
+            url = line.split(" on ")[1].split("/#")[0]
+            assert httpx.get(f"{url}/api/runs").status_code == 401
+            body = httpx.get(f"{url}/api/runs", headers={"authorization": "Bearer t0k"}).json()
+            assert sorted(r["name"] for r in body["runs"]) == ["big-lr", "small-lr"]
+        finally:
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+
+
+def test_runs_ui_command_errors(app: typer.Typer, db: str, tmp_path: Path) -> None:
+    import socket
+
+    out = CliRunner().invoke(app, ["runs", "ui", "--db", str(tmp_path / "absent.db")])
+    assert out.exit_code == 2 and "no tracker database" in out.output
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        out = CliRunner().invoke(app, ["runs", "ui", "--db", db, "--port", str(port)])
+    assert out.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in out.output
+    import gc
+
+    gc.collect()  # a database connection left open would warn here (an error under filterwarnings)

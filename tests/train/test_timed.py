@@ -108,6 +108,45 @@ def test_methods_async_and_generators() -> None:
     assert stats.count == 1 and stats.total == pytest.approx(0.5) and stats.errors == 0
 
 
+def test_async_generator_counts_only_its_own_steps() -> None:
+    clock = FakeClock()
+
+    @wt.timed(clock=clock)
+    async def stream(n: int):  # type: ignore[no-untyped-def]
+        for i in range(n):
+            clock.advance(0.5)
+            await asyncio.sleep(0)
+            yield i
+
+    async def consume() -> list[int]:
+        seen = []
+        async for item in stream(4):
+            clock.advance(10.0)  # the consumer's time
+            seen.append(item)
+        return seen
+
+    assert inspect.isasyncgenfunction(stream)
+    assert asyncio.run(consume()) == [0, 1, 2, 3]
+    stats = stream.statistics()  # type: ignore[attr-defined]
+    assert stats.count == 1 and stats.total == pytest.approx(2.0) and stats.errors == 0
+
+
+def test_failing_generator_step_is_counted_as_an_error() -> None:
+    clock = FakeClock()
+
+    @wt.timed(clock=clock)
+    def breaks():  # type: ignore[no-untyped-def]
+        clock.advance(1.0)
+        yield 1
+        clock.advance(2.0)
+        raise KeyError("broken")
+
+    with pytest.raises(KeyError):
+        list(breaks())
+    stats = breaks.statistics()  # type: ignore[attr-defined]
+    assert stats.count == 1 and stats.errors == 1 and stats.total == pytest.approx(3.0)
+
+
 def test_generator_closed_early_is_not_an_error() -> None:
     @wt.timed
     def forever():  # type: ignore[no-untyped-def]
@@ -171,5 +210,7 @@ def test_statistics_match_numpy(durations: list[float]) -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ConfigError):
         wt.timed(42)  # type: ignore[call-overload]
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="reservoir"):
         wt.Timer("x", reservoir=0)
+    with pytest.raises(ConfigError, match="without being entered"):
+        wt.Timer("x").__exit__(None, None, None)

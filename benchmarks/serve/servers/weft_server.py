@@ -19,7 +19,7 @@ def main() -> None:
     p.add_argument("--log-level", default="warning")
     a = p.parse_args()
     config = ServerConfig(host=a.host, port=a.port, max_batch_size=a.max_batch_size,
-                          max_delay_ms=a.max_delay_ms, workers=a.workers, log_level=a.log_level)
+                          max_delay=a.max_delay_ms / 1000, workers=a.workers, log_level=a.log_level)
     Server(a.models, config).run()
 
 

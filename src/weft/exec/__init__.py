@@ -3,7 +3,8 @@
 One protocol (:class:`Executor`: ``submit``, ``map``, ``map_indexed``,
 ``statistics``, ``close``) and several backends: ``serial``, ``thread``,
 ``process`` (NumPy arrays through shared memory; dead workers noticed and their
-work retried) and ``auto`` (see :mod:`weft.exec._auto` for the rule)::
+work retried) and ``auto`` (measures the function; the rule it applies, shared by
+every part of weft that picks a backend, is :mod:`weft.exec._policy`)::
 
     with weft.exec.create("process", workers=4) as ex:
         for y in ex.map(f, xs, ordered=False):
@@ -19,9 +20,10 @@ from weft.exec._registry import available_backends, create, register
 
 if TYPE_CHECKING:
     from weft.exec._auto import AutoExecutor, Calibration, calibrate
-    from weft.exec._process import ProcessExecutor, RemoteTraceback
+    from weft.exec._process import ProcessExecutor
     from weft.exec._serial import SerialExecutor
     from weft.exec._thread import ThreadExecutor
+    from weft.exec._wire import RemoteTraceback
 
 __all__ = [
     "AutoExecutor",
@@ -43,7 +45,7 @@ _LAZY = {
     "Calibration": "weft.exec._auto",
     "calibrate": "weft.exec._auto",
     "ProcessExecutor": "weft.exec._process",
-    "RemoteTraceback": "weft.exec._process",
+    "RemoteTraceback": "weft.exec._wire",
     "SerialExecutor": "weft.exec._serial",
     "ThreadExecutor": "weft.exec._thread",
 }

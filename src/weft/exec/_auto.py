@@ -1,17 +1,10 @@
-"""The ``auto`` backend: threads or processes, chosen by facts that can be stated.
+"""The ``auto`` backend: threads or processes, chosen by measuring the function itself.
 
-The rule:
-
-1. The GIL is off (free-threaded build): threads. They run Python in parallel and
-   share data by reference, so processes can only add copying.
-2. Only one usable core: threads (processes add start-up and copying, no parallelism).
-3. Otherwise, :meth:`AutoExecutor.map` calibrates on the first items of the input
-   (see :func:`calibrate`): calls that mostly wait (I/O) use threads; CPU-bound calls
-   run a few rounds on ``workers`` threads, and if the process then used at least 1.5
-   cores (or all usable cores, if fewer) and the threads reached 60% of ideal speed-up,
-   the function releases the GIL: threads.
-   Otherwise it holds the GIL: processes. Calls so short that inter-process transfer
-   would dominate (< 50 us) stay on threads.
+The rule, its thresholds and the reasons users read live in :mod:`weft.exec._policy`;
+this module only measures. :meth:`AutoExecutor.map` asks the policy first (GIL off,
+one usable core, a function that cannot be pickled: threads, nothing to measure);
+otherwise :func:`calibrate` times the first items of the input serially and then on
+``workers`` threads, and hands each measurement to the policy for its verdict.
 
 Calibration results are not thrown away: they are yielded first. ``submit`` without
 a prior ``map`` has no sample to measure, so on a GIL build it assumes CPU-bound
@@ -21,57 +14,87 @@ Python and uses processes.
 from __future__ import annotations
 
 import itertools
+import pickle
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from weft import runtime
+from weft.exec import _policy
 from weft.exec._base import Executor, ExecutorStatistics, annotate
+from weft.exec._policy import BackendChoice
 
 __all__ = ["AutoExecutor", "Calibration", "calibrate"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
+#: What the calibration measured and decided: the policy's :class:`BackendChoice`
+#: (the name ``Calibration`` is kept for code written against earlier releases).
+Calibration = BackendChoice
 
-@dataclass(frozen=True, kw_only=True)
-class Calibration:
-    """What the calibration measured and decided."""
+#: Serial calls timed at most, after one untimed warm-up call (imports, caches): enough
+#: to average out timer noise on short calls; slower calls stop at the budget first.
+_MAX_SERIAL_CALLS = 16
+#: Share of CALIBRATION_BUDGET_SECONDS the serial calls may take ...
+_SERIAL_BUDGET_SHARE = 1 / 3
+#: ... and each thread trial (there are at most _THREAD_TRIALS of them).
+_TRIAL_BUDGET_SHARE = 1 / 2
+#: Calls per worker in one thread trial, at most: several rounds, so that starting the
+#: threads and the last straggler are a small part of the trial's wall time.
+_MAX_TRIAL_ROUNDS = 8
+#: A failed thread trial is run once more (see ``_policy.after_thread_trial`` for why
+#: the better of two is safe); a GIL-bound function fails both.
+_THREAD_TRIALS = 2
+#: Where Linux reports the calling thread's scheduler statistics: on-CPU time, time
+#: spent runnable but waiting for a CPU, and time slices (all in nanoseconds).
+_SCHEDSTAT = "/proc/thread-self/schedstat"
 
-    backend: str
-    reason: str
-    serial_seconds_per_item: float | None = None
-    thread_efficiency: float | None = None
+_DEPRECATED_THRESHOLDS = ("min_parallel_cores", "min_thread_efficiency", "min_process_item_seconds",
+                          "budget_seconds")
 
 
-def _interpreter_rule(workers: int) -> Calibration | None:
-    if not runtime.gil_enabled():
-        return Calibration(backend="thread", reason="the GIL is off: threads run Python in parallel, sharing data by reference")
-    if min(workers, runtime.usable_cores()) <= 1:
-        return Calibration(backend="thread", reason="one usable core or worker: processes would add copying, not parallelism")
-    return None
+def _waiting_for_cpu() -> float | None:
+    """Seconds the calling thread has spent runnable but without a CPU, None if unknown.
+
+    A CPU-bound call on a busy machine spends part of its wall time in the run queue;
+    without this it would look like a call that waits on I/O.
+    """
+    try:
+        with open(_SCHEDSTAT, "rb") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def calibrate(fn: Callable[[T], R], items: Iterator[tuple[int, T]], *, workers: int,
-              min_parallel_cores: float = 1.5, min_thread_efficiency: float = 0.6,
-              min_process_item_seconds: float = 50e-6,
-              budget_seconds: float = 0.25) -> tuple[Calibration, list[tuple[int, R]]]:
+              **deprecated: float) -> tuple[Calibration, list[tuple[int, R]]]:
     """Measure ``fn`` on items from ``items`` (pairs of index and item).
 
     Serially, it times calls on the wall clock and on the thread's CPU clock: a call
-    that spends most of its time off the CPU is waiting (I/O) and threads overlap the
-    waits. A CPU-bound call is then run on ``workers`` threads: if the process used at
-    least ``min_parallel_cores`` cores meanwhile AND the threads reached
-    ``min_thread_efficiency`` of ideal speed-up, the call releases the GIL and threads
-    win (a failed trial is run once more, and the better one counts: load from elsewhere
-    only ever lowers the figures). A GIL-bound call cannot use much more than one core,
-    however busy or idle the machine; requiring real speed-up as well guards against CPU
-    time that other threads of the process spent in the same window.
+    that spends most of the time it could run off the CPU is waiting (I/O) and threads
+    overlap the waits. A CPU-bound call is then run on ``workers`` threads, and the
+    process's CPU use and the threads' speed-up decide (see :mod:`weft.exec._policy`).
 
     Returns the decision and the ``(index, result)`` pairs computed while measuring.
+    The keyword arguments ``min_parallel_cores``, ``min_thread_efficiency``,
+    ``min_process_item_seconds`` and ``budget_seconds`` are deprecated: the thresholds
+    are the policy's named constants.
     """
+    unknown = sorted(set(deprecated) - set(_DEPRECATED_THRESHOLDS))
+    if unknown:
+        raise TypeError(f"calibrate() got unexpected keyword arguments {unknown}")
+    if deprecated:
+        warnings.warn(f"calibrate({', '.join(sorted(deprecated))}=...) is deprecated and will be removed: the "
+                      "thresholds are the named constants of weft.exec._policy", DeprecationWarning, stacklevel=2)
+    min_parallel_cores = deprecated.get("min_parallel_cores", _policy.MIN_PARALLEL_CORES)
+    min_thread_efficiency = deprecated.get("min_thread_efficiency", _policy.MIN_THREAD_EFFICIENCY)
+    min_seconds_per_call = deprecated.get("min_process_item_seconds", _policy.MIN_PROCESS_SECONDS_PER_CALL)
+    budget = deprecated.get("budget_seconds", _policy.CALIBRATION_BUDGET_SECONDS)
+
     from weft.exec._thread import ThreadExecutor
 
     done: list[tuple[int, R]] = []
@@ -84,41 +107,41 @@ def calibrate(fn: Callable[[T], R], items: Iterator[tuple[int, T]], *, workers: 
 
     first = next(items, None)  # warm-up call: imports, caches
     if first is None:
-        return Calibration(backend="thread", reason="no items to measure"), done
+        return _policy.too_few_items(items=0), done
     run(*first)
-    serial_count, serial_wall, serial_cpu = 0, 0.0, 0.0
-    while serial_wall < budget_seconds / 3 and serial_count < 16:
+    serial_count, serial_wall, serial_cpu, serial_queued = 0, 0.0, 0.0, 0.0
+    while serial_wall < budget * _SERIAL_BUDGET_SHARE and serial_count < _MAX_SERIAL_CALLS:
         pair = next(items, None)
         if pair is None:
-            return Calibration(backend="thread", reason="too few items to measure: threads"), done
+            return _policy.too_few_items(items=len(done)), done
+        queued0 = _waiting_for_cpu()
         wall0, cpu0 = time.perf_counter(), time.thread_time()
         run(*pair)
         serial_cpu += time.thread_time() - cpu0
         serial_wall += time.perf_counter() - wall0
+        queued1 = _waiting_for_cpu()
+        if queued0 is not None and queued1 is not None:
+            serial_queued += queued1 - queued0
         serial_count += 1
     per_item = serial_wall / serial_count
-    if per_item < min_process_item_seconds:
-        return Calibration(backend="thread", serial_seconds_per_item=per_item,
-                           reason=f"calls take {per_item * 1e6:.0f} us: too short to repay sending them to processes"), done
-    cpu_share = serial_cpu / serial_wall if serial_wall > 0 else 1.0
-    if cpu_share < 0.5:
-        return Calibration(backend="thread", serial_seconds_per_item=per_item,
-                           reason=f"calls spend {1 - cpu_share:.0%} of their time waiting (I/O): threads overlap the waits"), done
+    could_run = max(serial_wall - serial_queued, serial_cpu)
+    cpu_share = serial_cpu / could_run if could_run > 0 else 1.0
+    choice = _policy.after_serial_calls(per_item, cpu_share, min_seconds_per_call=min_seconds_per_call)
+    if choice is not None:
+        return choice, done
 
-    rounds = max(1, min(8, int(budget_seconds / 2 / max(per_item, 1e-9))))
+    rounds = _MAX_TRIAL_ROUNDS
+    if per_item > 0:
+        rounds = max(1, min(rounds, int(budget * _TRIAL_BUDGET_SHARE / per_item)))
     cores = min(workers, runtime.usable_cores())
     best: tuple[float, float] | None = None
-    # A second trial only when the first one fails: on a busy machine a GIL-releasing
-    # function can measure low once, but a GIL-bound one can never reach the bar (it
-    # cannot compute on more than one core), so the better of two trials is safe.
-    for _trial in range(2):
+    for _trial in range(_THREAD_TRIALS):
         batch = list(itertools.islice(items, workers * rounds))
         if len(batch) < workers:
             for pair in batch:
                 run(*pair)
             if best is None:
-                return Calibration(backend="thread", serial_seconds_per_item=per_item,
-                                   reason="too few items to measure threads: threads"), done
+                return _policy.too_few_items(items=len(done), seconds_per_call=per_item), done
             break
         with ThreadExecutor(workers=workers) as pool:
             wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -130,28 +153,39 @@ def calibrate(fn: Callable[[T], R], items: Iterator[tuple[int, T]], *, workers: 
                     raise annotate(exc, fn, index, item) from None
             wall = time.perf_counter() - wall0
             cores_used = (time.process_time() - cpu0) / wall if wall > 0 else 0.0
-        efficiency = (len(batch) / wall) / (cores / per_item)
+        # the trial's rate over the ideal one, cores x the serial rate
+        efficiency = len(batch) * per_item / (wall * cores) if wall > 0 else 0.0
         if best is None or (cores_used, efficiency) > best:
             best = (cores_used, efficiency)
-        # Both signals must agree. CPU use alone can be inflated by other threads of this
-        # process working meanwhile; wall-clock efficiency alone by other load on the machine.
-        if cores_used >= min(min_parallel_cores, cores) and efficiency >= min_thread_efficiency:
-            return Calibration(backend="thread", serial_seconds_per_item=per_item, thread_efficiency=efficiency,
-                               reason=f"{_measured(cores_used, cores, efficiency)}: the function releases "
-                                      "the GIL, so threads run it in parallel"), done
+        choice = _policy.after_thread_trial(seconds_per_call=per_item, cores_used=cores_used, cores=cores,
+                                            efficiency=efficiency, final=False,
+                                            min_parallel_cores=min_parallel_cores,
+                                            min_thread_efficiency=min_thread_efficiency)
+        if choice is not None:
+            return choice, done
     assert best is not None
     cores_used, efficiency = best
-    return Calibration(backend="process", serial_seconds_per_item=per_item, thread_efficiency=efficiency,
-                       reason=f"{_measured(cores_used, cores, efficiency)}: the function holds the GIL, "
-                              "so processes run it in parallel"), done
+    final = _policy.after_thread_trial(seconds_per_call=per_item, cores_used=cores_used, cores=cores,
+                                       efficiency=efficiency, final=True, min_parallel_cores=min_parallel_cores,
+                                       min_thread_efficiency=min_thread_efficiency)
+    assert final is not None
+    return final, done
 
 
-def _measured(cores_used: float, cores: int, efficiency: float) -> str:
-    return f"threads used {cores_used:.1f} of {cores} cores ({efficiency:.0%} parallel efficiency)"
+def _unmeasured_rule(fn: Callable[..., Any], workers: int) -> BackendChoice | None:
+    """The policy's choice without measuring ``fn``, or None when it must be measured."""
+    ruled = _policy.interpreter_rule(workers)
+    if ruled is not None:
+        return ruled
+    try:
+        pickle.dumps(fn)
+    except Exception as exc:
+        return _policy.unpicklable(exc)
+    return None
 
 
 class AutoExecutor(Executor):
-    """Chooses threads or processes on first use; see the module docstring for the rule."""
+    """Chooses threads or processes on first use; see :mod:`weft.exec._policy` for the rule."""
 
     backend = "auto"
 
@@ -166,7 +200,7 @@ class AutoExecutor(Executor):
         """The backend in use, or None before the first call."""
         return None if self._inner is None else self._inner.backend
 
-    def _resolve(self, decision: Calibration) -> Executor:
+    def _resolve(self, decision: BackendChoice) -> Executor:
         from weft.exec._process import ProcessExecutor
         from weft.exec._thread import ThreadExecutor
 
@@ -180,8 +214,7 @@ class AutoExecutor(Executor):
         return self._inner
 
     def _submit(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[R]:
-        inner = self._inner or self._resolve(_interpreter_rule(self.workers) or Calibration(
-            backend="process", reason="no sample to measure and the GIL is on: processes, assuming CPU-bound Python"))
+        inner = self._inner or self._resolve(_unmeasured_rule(fn, self.workers) or _policy.unmeasured())
         return inner.submit(fn, *args, **kwargs)
 
     def map_indexed(self, fn: Callable[[T], R], items: Iterable[T], *, ordered: bool = True,
@@ -193,7 +226,7 @@ class AutoExecutor(Executor):
     def _calibrated_map(self, fn: Callable[[T], R], items: Iterable[T], *, ordered: bool,
                         max_in_flight: int | None) -> Iterator[tuple[int, R]]:
         pairs = iter(enumerate(items))
-        rule = _interpreter_rule(self.workers)
+        rule = _unmeasured_rule(fn, self.workers)
         if rule is not None:
             early: list[tuple[int, R]] = []
             decision = rule

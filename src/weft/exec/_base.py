@@ -16,12 +16,17 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from weft.errors import ConfigError, ExecutorClosed
+from weft._checks import check_int
+from weft.errors import ExecutorClosed
 
 __all__ = ["Executor", "ExecutorStatistics"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+#: Calls a map keeps started per worker by default: one running and one ready to go, so
+#: a worker never idles waiting for the next submit.
+_DEFAULT_IN_FLIGHT_PER_WORKER = 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,7 +36,11 @@ class ExecutorStatistics:
     ``busy_seconds`` is the time workers spent inside user functions, summed over
     workers; ``busy_fraction`` divides it by ``workers x elapsed_seconds``.
     ``cpu_seconds`` is the CPU time of those calls (the calling thread's CPU clock):
-    busy time minus waiting, on I/O or, on a GIL build, for the GIL.
+    busy time minus waiting, on I/O or, on a GIL build, for the GIL. Both count the
+    call alone: on the process backend, not unpickling its arguments (which may import
+    the function's module) nor pickling its result.
+
+    A call whose result is visible (``Future.result()`` returned) is counted here.
     """
 
     backend: str
@@ -73,18 +82,14 @@ class _Counters:
         self.busy_seconds = self.cpu_seconds = 0.0
         self.worker_restarts = self.retried = 0
 
-    def on_submit(self) -> None:
-        with self.lock:
-            self.submitted += 1
-
-    def on_done(self, future: Future[Any]) -> None:
-        with self.lock:
-            if future.cancelled():
-                self.cancelled += 1
-            elif future.exception() is not None:
-                self.failed += 1
-            else:
-                self.completed += 1
+    def count_done(self, future: Future[Any]) -> None:
+        """Count a finished future; the caller holds ``lock``."""
+        if future.cancelled():
+            self.cancelled += 1
+        elif future.exception() is not None:
+            self.failed += 1
+        else:
+            self.completed += 1
 
     def add_busy(self, seconds: float, cpu_seconds: float = 0.0) -> None:
         with self.lock:
@@ -124,8 +129,7 @@ class Executor(abc.ABC):
     backend: str = "?"
 
     def __init__(self, *, workers: int, reason: str = "") -> None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+        check_int("workers", workers)
         self.workers = workers
         self.reason = reason or f"backend {self.backend!r} was requested"
         self._counters = _Counters()
@@ -151,16 +155,22 @@ class Executor(abc.ABC):
         if self._closed:
             raise ExecutorClosed(f"this {self.backend} executor is closed: create a new one to submit work")
         future = self._submit(fn, args, kwargs)
-        self._counters.on_submit()
         with self._counters.lock:
+            self._counters.submitted += 1
             self._in_flight.add(future)
         future.add_done_callback(self._on_done)
         return future
 
     def _on_done(self, future: Future[Any]) -> None:
         with self._counters.lock:
+            self._count_finished(future)
+
+    def _count_finished(self, future: Future[Any]) -> None:
+        """Count ``future`` once, whichever of its done-callback and ``statistics()`` comes
+        first; the caller holds the counters' lock."""
+        if future in self._in_flight:
             self._in_flight.discard(future)
-        self._counters.on_done(future)
+            self._counters.count_done(future)
 
     def map(self, fn: Callable[[T], R], items: Iterable[T], *, ordered: bool = True,
             max_in_flight: int | None = None) -> Iterator[R]:
@@ -175,9 +185,8 @@ class Executor(abc.ABC):
     def map_indexed(self, fn: Callable[[T], R], items: Iterable[T], *, ordered: bool = True,
                     max_in_flight: int | None = None) -> Iterator[tuple[int, R]]:
         """Like :meth:`map`, yielding ``(input index, result)`` pairs."""
-        limit = 2 * self.workers if max_in_flight is None else max_in_flight
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ConfigError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
+        limit = check_int("max_in_flight", _DEFAULT_IN_FLIGHT_PER_WORKER * self.workers
+                          if max_in_flight is None else max_in_flight)
         from weft.exec._map import bounded_map
 
         return bounded_map(self, fn, items, ordered=ordered, limit=limit)
@@ -186,6 +195,10 @@ class Executor(abc.ABC):
         restarts, retried = self._extra_restarts()
         c = self._counters
         with c.lock:
+            # A Future wakes its waiters before it runs its done-callbacks: a caller that
+            # has the result may ask before the callback counted it. Count it now.
+            for future in [f for f in self._in_flight if f.done()]:
+                self._count_finished(future)
             return ExecutorStatistics(
                 backend=self.backend, workers=self.workers, reason=self.reason,
                 submitted=c.submitted, completed=c.completed, failed=c.failed,

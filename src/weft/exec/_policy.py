@@ -16,6 +16,7 @@ The rule, in order:
 4. A function that cannot be pickled cannot go to processes: threads.
 5. Calls shorter than :data:`MIN_PROCESS_SECONDS_PER_CALL`: threads (sending them to
    processes would cost more than the call).
+   Too few items to measure: threads (nothing says processes would repay their start-up).
 6. CPU-bound calls measured on threads: if the process then computed on at least
    :data:`MIN_PARALLEL_CORES` cores (or every usable core, if fewer) and the threads
    reached :data:`MIN_THREAD_EFFICIENCY` of the ideal speed-up, the function releases
@@ -43,6 +44,8 @@ __all__ = [
     "for_models",
     "for_workload",
     "interpreter_rule",
+    "too_few_items",
+    "unmeasured",
     "unpicklable",
     "validate_backend",
 ]
@@ -58,7 +61,9 @@ MIN_THREAD_EFFICIENCY = 0.6
 #: Below this a call is cheaper than sending it to a process and back (~50-100 us of
 #: pickling, a pipe round trip and a dispatcher wake-up, measured on 2 cores).
 MIN_PROCESS_SECONDS_PER_CALL = 50e-6
-#: Calls whose CPU time is under this share of their wall time mostly wait (I/O).
+#: Calls whose CPU time is under this share of the time they could have run mostly wait
+#: (I/O). "Could have run" is wall time minus time spent waiting for a CPU where the OS
+#: reports it (Linux), so a busy machine does not make CPU-bound calls look like I/O.
 WAITING_CPU_SHARE = 0.5
 #: Wall time a calibration may spend measuring (its results are kept, not thrown away).
 CALIBRATION_BUDGET_SECONDS = 0.25
@@ -154,9 +159,36 @@ def unpicklable(error: BaseException) -> BackendChoice:
                                 "processes (define it at module level to allow them): threads")
 
 
-def after_serial_calls(seconds_per_call: float, cpu_share: float) -> BackendChoice | None:
-    """Rules 3 and 5 from serial calls: threads, or None when threads must be tried."""
-    if seconds_per_call < MIN_PROCESS_SECONDS_PER_CALL:
+def too_few_items(*, items: int, seconds_per_call: float | None = None) -> BackendChoice:
+    """The input ended before the measurement did: threads.
+
+    ``items`` is how many items there were; ``seconds_per_call`` the serial time per call
+    when the serial calls were measured (the input then ended before the thread trial).
+    """
+    if items == 0:
+        reason = "no items to measure: threads"
+    elif seconds_per_call is None:
+        reason = "too few items to measure: threads"
+    else:
+        reason = "too few items to measure threads: threads"
+    return BackendChoice(backend="thread", reason=reason, serial_seconds_per_item=seconds_per_call)
+
+
+def unmeasured() -> BackendChoice:
+    """A call with nothing to measure first (``submit`` before any ``map``) on a GIL build."""
+    return BackendChoice(backend="process",
+                         reason="no sample to measure and the GIL is on: processes, assuming CPU-bound Python")
+
+
+def after_serial_calls(seconds_per_call: float, cpu_share: float, *,
+                       min_seconds_per_call: float = MIN_PROCESS_SECONDS_PER_CALL) -> BackendChoice | None:
+    """Rules 3 and 5 from serial calls: threads, or None when threads must be tried.
+
+    ``cpu_share`` is CPU time over the time the calls could have run (see
+    :data:`WAITING_CPU_SHARE`). ``min_seconds_per_call`` exists only for the deprecated
+    arguments of ``weft.exec.calibrate``.
+    """
+    if seconds_per_call < min_seconds_per_call:
         return BackendChoice(backend="thread", serial_seconds_per_item=seconds_per_call,
                              reason=f"calls take {seconds_per_call * 1e6:.0f} us: too short to repay sending "
                                     "them to processes")
@@ -168,7 +200,8 @@ def after_serial_calls(seconds_per_call: float, cpu_share: float) -> BackendChoi
 
 
 def after_thread_trial(*, seconds_per_call: float, cores_used: float, cores: int, efficiency: float,
-                       final: bool) -> BackendChoice | None:
+                       final: bool, min_parallel_cores: float = MIN_PARALLEL_CORES,
+                       min_thread_efficiency: float = MIN_THREAD_EFFICIENCY) -> BackendChoice | None:
     """Rule 6 from one trial on threads.
 
     ``cores_used`` is the process's CPU time over the trial's wall time, capped at
@@ -176,10 +209,11 @@ def after_thread_trial(*, seconds_per_call: float, cores_used: float, cores: int
     threads when both pass; processes when they fail and ``final``; else None (try again:
     load from elsewhere only ever lowers the figures, so a GIL-bound function can never
     pass a second trial, while a GIL-releasing one can fail one on a busy machine).
+    The two thresholds exist only for the deprecated arguments of ``weft.exec.calibrate``.
     """
     cores_used = min(cores_used, float(cores))
     measured = f"threads used {cores_used:.1f} of {cores} cores ({efficiency:.0%} parallel efficiency)"
-    if cores_used >= min(MIN_PARALLEL_CORES, cores) and efficiency >= MIN_THREAD_EFFICIENCY:
+    if cores_used >= min(min_parallel_cores, cores) and efficiency >= min_thread_efficiency:
         backend, why = "thread", "the function releases the GIL, so threads run it in parallel"
     elif final:
         backend, why = "process", "the function holds the GIL, so processes run it in parallel"

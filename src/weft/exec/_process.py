@@ -7,7 +7,8 @@ timeout). Work held by a dead worker is re-run on a fresh worker up to
 ``max_retries`` times; after that its Future fails with :class:`WorkerDied`.
 
 A worker takes one task at a time: a task is only sent to a worker that waits in
-``recv``, so neither side ever blocks writing a large message to the other.
+``recv``, so neither side ever blocks writing a large message to the other. The
+messages are in :mod:`weft.exec._wire`, the worker's loop in :mod:`weft.exec._worker`.
 """
 
 from __future__ import annotations
@@ -23,122 +24,42 @@ import reprlib
 import signal
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from weft.errors import BackendUnavailable, ConfigError, RemoteError, WorkerDied
-from weft.exec import _shm
+from weft._checks import check_int, check_one_of
+from weft.errors import BackendUnavailable, ConfigError, ExecutorClosed, RemoteError, WorkerDied
+from weft.exec import _shm, _wire
 from weft.exec._base import Executor
+from weft.exec._worker import worker_main
 
-__all__ = ["ProcessExecutor", "RemoteTraceback"]
+__all__ = ["ProcessExecutor"]
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
-
-#: The first message of every worker: it started and imported what it needs.
-_READY = b"ready"
 
 #: Tasks sent to one worker at once, and the largest payload that may wait queued
 #: behind a running one (see ``_has_room``).
 _TASKS_PER_WORKER = 2
 _QUEUED_PAYLOAD_LIMIT = 32 * 1024
 
-#: How long close() waits for a worker to exit after its pipe is closed, before terminate().
+#: How long close() waits for an idle worker to exit after its pipe is closed, before
+#: terminate(): a worker exits as soon as it reads EOF, so this only bounds a hung exit.
 _EXIT_GRACE_SECONDS = 5.0
+#: How long to wait for a worker to die after terminate() before kill().
+_TERMINATE_GRACE_SECONDS = 1.0
+#: Reaping a worker whose death sentinel fired: it has exited, so this is only a bound.
+_REAP_SECONDS = 0.1
+#: Bytes drained from the wake-up pipe at once (each submit writes at most one).
+_WAKE_READ_BYTES = 4096
 
 
-class RemoteTraceback(Exception):
-    """Carries the traceback text of an exception raised in a worker process.
-
-    Set as the ``__cause__`` of the re-raised exception, so the worker's frames print
-    above the local ones.
-    """
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return f"\n\"\"\"\n{self.text}\"\"\""
-
-
-# --------------------------------------------------------------------------- worker side
-def _worker_main(conn: multiprocessing.connection.Connection, owner: int, use_shm: bool,
-                 inherited_fds: tuple[int, ...] = ()) -> None:
-    """Loop: receive a task, run it, send the outcome. Exits when the pipe closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the owner's to handle
-    for fd in inherited_fds:  # a forked worker must not hold the owner's pipe ends, or EOF never comes
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    try:
-        try:
-            conn.send_bytes(_READY)
-        except OSError:
-            return  # the owner closed before this worker started
-        while True:
-            try:
-                message = conn.recv_bytes()
-            except (EOFError, OSError):
-                return
-            task_id = int.from_bytes(message[:8], "little")
-            start, cpu = time.perf_counter(), time.thread_time()
-            try:
-                fn, args, kwargs = _shm.loads(message[8:])
-                del message
-                result = fn(*args, **kwargs)
-                outcome: tuple[Any, ...] = ("ok", result)
-            except BaseException as exc:
-                outcome = ("err", exc, traceback.format_exc())
-            busy, cpu = time.perf_counter() - start, time.thread_time() - cpu
-            try:
-                payload, _ = _shm.dumps(outcome, owner=owner, use_shm=use_shm)
-            except BaseException as exc:
-                payload = _unpicklable_outcome(outcome, exc, owner)
-            del outcome
-            try:
-                timing = f"{busy.hex()},{cpu.hex()}".encode()
-                conn.send_bytes(task_id.to_bytes(8, "little") + timing + b"|" + payload)
-            except (BrokenPipeError, OSError):
-                return
-    finally:
-        if _shm.supported() and not _owner_alive(owner):
-            _shm.remove_segments(owner)
-
-
-def _unpicklable_outcome(outcome: tuple[Any, ...], exc: BaseException, owner: int) -> bytes:
-    if outcome[0] == "ok":
-        text = (f"the result of type {type(outcome[1]).__name__} could not be pickled to send it back "
-                f"({type(exc).__name__}: {exc}); return plain data or NumPy arrays, or use backend='thread'")
-        error = RemoteError(text)
-        tb = ""
-    else:
-        original = outcome[1]
-        error = RemoteError(f"{type(original).__module__}.{type(original).__qualname__}: {original}")
-        tb = outcome[2]
-    payload, _ = _shm.dumps(("err", error, tb), owner=owner, use_shm=False)
-    return payload
-
-
-def _owner_alive(owner: int) -> bool:
-    try:
-        os.kill(owner, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return os.getppid() == owner
-
-
-# --------------------------------------------------------------------------- owner side
 @dataclass(eq=False)
 class _Task:
     id: int
-    payload: bytes
+    payload: bytes  # the encoded _wire.Call
     segments: list[str]
     future: Future[Any]
     call: tuple[Callable[..., Any], tuple[Any, ...]]  # for messages only: described on demand
@@ -157,7 +78,6 @@ class _Worker:
     conn: multiprocessing.connection.Connection
     tasks: collections.deque[_Task] = field(default_factory=collections.deque)
     ready: bool = False
-    spawned: float = field(default_factory=time.monotonic)
 
 
 class ProcessExecutor(Executor):
@@ -172,11 +92,8 @@ class ProcessExecutor(Executor):
     def __init__(self, *, workers: int, reason: str = "", max_retries: int = 1,
                  start_method: str = "spawn", shared_memory: bool = True) -> None:
         super().__init__(workers=workers, reason=reason)
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigError(f"max_retries must be an integer >= 0, got {max_retries!r}")
-        if start_method not in multiprocessing.get_all_start_methods():
-            raise ConfigError(f"start_method {start_method!r} is not available here: "
-                              f"use one of {multiprocessing.get_all_start_methods()}")
+        check_int("max_retries", max_retries, minimum=0)
+        check_one_of("start_method", start_method, multiprocessing.get_all_start_methods())
         self.max_retries = max_retries
         self._ctx: Any = multiprocessing.get_context(start_method)
         self._use_shm = shared_memory and _shm.supported()
@@ -191,17 +108,18 @@ class ProcessExecutor(Executor):
         # submits then costs one write and one wake-up, not one per task.
         self._wake_pending = False
         self._stopping = False
-        self._cancel_on_stop = True
+        self._cancelling = False  # close(cancel=True) began: no queued task may start
         self._stop_deadline: float | None = None
         self._restarts = 0
         self._retried = 0
         self._dispatcher: threading.Thread | None = None
-        self._fatal: BaseException | None = None
+        self._fatal: BackendUnavailable | None = None
 
     # -- submit --------------------------------------------------------------------
     def _submit(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[R]:
         try:
-            payload, segments = _shm.dumps((fn, args, kwargs), owner=self._owner, use_shm=self._use_shm)
+            payload, segments = _wire.encode_call(_wire.Call(fn, args, kwargs), owner=self._owner,
+                                                  use_shm=self._use_shm)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             name = getattr(fn, "__qualname__", repr(fn))
             raise ConfigError(
@@ -211,11 +129,10 @@ class ProcessExecutor(Executor):
         future: Future[R] = Future()
         task = _Task(next(self._ids), payload, segments, future, (fn, args))
         with self._lock:
-            if self._fatal is not None:
+            if self._fatal is not None or self._stopping:
                 _shm.unlink_all(segments)
-                if isinstance(self._fatal, BackendUnavailable):
-                    raise self._fatal
-                raise RuntimeError("the process executor's dispatcher failed") from self._fatal
+                raise self._fatal or ExecutorClosed("this process executor is closed: create a new one to "
+                                                    "submit work")
             self._pending.append(task)
             if self._dispatcher is None:
                 self._dispatcher = threading.Thread(target=self._dispatch, name="weft-process-dispatcher",
@@ -236,12 +153,14 @@ class ProcessExecutor(Executor):
     # -- dispatcher ----------------------------------------------------------------
     def _spawn(self) -> _Worker:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        method = self._ctx.get_start_method()
         inherited: tuple[int, ...] = ()
-        if self._ctx.get_start_method() == "fork":
+        if method == "fork":
             inherited = (parent_conn.fileno(), self._wake_r, self._wake_w,
                          *(w.conn.fileno() for w in self._workers))
-        process = self._ctx.Process(target=_worker_main,
-                                    args=(child_conn, self._owner, self._use_shm, inherited),
+        process = self._ctx.Process(target=worker_main,
+                                    args=(child_conn, self._owner, self._use_shm, method != "forkserver",
+                                          inherited),
                                     name="weft-process-worker", daemon=True)
         process.start()
         child_conn.close()
@@ -263,7 +182,7 @@ class ProcessExecutor(Executor):
                     timeout = max(0.0, self._stop_deadline - time.monotonic())
                 ready = multiprocessing.connection.wait(waitables, timeout=timeout)
                 if self._wake_r in ready:
-                    os.read(self._wake_r, 4096)
+                    os.read(self._wake_r, _WAKE_READ_BYTES)
                     # After the read, never before: a submit that still saw True queued its
                     # task before this line, so the _assign below finds it; a later submit
                     # sees False and writes again. (Clearing first could swallow that byte
@@ -277,10 +196,16 @@ class ProcessExecutor(Executor):
                 if self._stop_deadline is not None and time.monotonic() >= self._stop_deadline:
                     break
         except BaseException as exc:  # a bug here must fail the futures, never hang them
-            if not isinstance(exc, BackendUnavailable):
+            if isinstance(exc, BackendUnavailable):
+                fatal = exc
+            else:
                 log.exception("weft process dispatcher failed")
+                fatal = BackendUnavailable(
+                    f"the process executor's dispatcher failed ({type(exc).__name__}: {exc}), so this executor "
+                    "cannot run more work: close it and create a new one (the error is logged above)")
+                fatal.__cause__ = exc
             with self._lock:
-                self._fatal = exc
+                self._fatal = fatal
         finally:
             self._finish()
 
@@ -297,15 +222,20 @@ class ProcessExecutor(Executor):
                     if w.tasks and len(self._pending[0].payload) > _QUEUED_PAYLOAD_LIMIT:
                         break
                     task = self._pending.popleft()
-                if not task.running:
-                    if not task.future.set_running_or_notify_cancel():
-                        _shm.unlink_all(task.segments)  # cancelled before it ran
-                        continue
-                    task.running = True
+                    # Marked running under the lock close() takes to cancel the queue: a
+                    # task either starts before cancellation began, or never. (A retried
+                    # task is running already: its call started before close().)
+                    if not task.running:
+                        if self._cancelling:
+                            task.future.cancel()
+                        if not task.future.set_running_or_notify_cancel():
+                            _shm.unlink_all(task.segments)  # cancelled before it ran
+                            continue
+                        task.running = True
                 task.attempts += 1
                 w.tasks.append(task)
                 try:
-                    w.conn.send_bytes(task.id.to_bytes(8, "little") + task.payload)
+                    w.conn.send_bytes(_wire.encode_task(_wire.Task(task.id, task.payload)))
                 except OSError:
                     break  # the worker is dead; its sentinel reports it and the task is retried
 
@@ -327,33 +257,28 @@ class ProcessExecutor(Executor):
 
     def _handle_answer(self, w: _Worker, message: bytes) -> None:
         if not w.ready:
-            w.ready = message == _READY
+            w.ready = message == _wire.READY
             return
+        answer = _wire.decode_answer(message)
+        del message
         task = w.tasks.popleft() if w.tasks else None
-        if task is None or int.from_bytes(message[:8], "little") != task.id:
-            _shm.discard(message[message.index(b"|", 8) + 1:])
+        if task is None or answer.task_id != task.id:
+            _wire.discard(answer.payload)
             return
-        bar = message.index(b"|", 8)
-        busy, cpu = message[8:bar].decode().split(",")
-        self._counters.add_busy(float.fromhex(busy), float.fromhex(cpu))
-        payload = message[bar + 1:]
+        self._counters.add_busy(answer.busy_seconds, answer.cpu_seconds)
         _shm.unlink_all(task.segments)  # the worker mapped and unlinked them; make sure
         if task.future.cancelled():
-            _shm.discard(payload)
+            _wire.discard(answer.payload)
             return
         try:
-            outcome = _shm.loads(payload)
-        except BaseException as exc:
-            _shm.discard(payload)
-            task.future.set_exception(RemoteError(f"the worker's answer could not be read: {exc!r}"))
+            outcome = _wire.decode_outcome(answer.payload)
+        except RemoteError as exc:
+            task.future.set_exception(exc)
             return
-        if outcome[0] == "ok":
-            task.future.set_result(outcome[1])
+        if isinstance(outcome, _wire.Ok):
+            task.future.set_result(outcome.value)
         else:
-            error: BaseException = outcome[1]
-            if outcome[2]:
-                error.__cause__ = RemoteTraceback(outcome[2])
-            task.future.set_exception(error)
+            task.future.set_exception(outcome.exception())
 
     def _on_death(self, w: _Worker) -> None:
         while w.tasks:  # an answer sent just before dying still counts
@@ -364,7 +289,7 @@ class ProcessExecutor(Executor):
             except (EOFError, OSError):
                 break
             self._handle_answer(w, message)
-        w.process.join(0.1)
+        w.process.join(_REAP_SECONDS)
         exitcode = w.process.exitcode
         w.conn.close()
         if self._use_shm:
@@ -402,40 +327,46 @@ class ProcessExecutor(Executor):
             self._workers.append(self._spawn())
 
     def _finish(self) -> None:
-        """Fail what is left, stop the workers, remove every segment."""
+        """Fail what is left, stop the workers, remove the segments this executor made."""
         with self._lock:
             leftovers = list(self._pending)
             self._pending.clear()
         leftovers += [task for w in self._workers for task in w.tasks]
+        timed_out = self._stop_deadline is not None and time.monotonic() >= self._stop_deadline
         for task in leftovers:
             _shm.unlink_all(task.segments)
             if not task.future.done():
                 if self._fatal is None and task.future.cancel():
                     continue
-                reason = self._fatal or RuntimeError("the process executor was closed before this task finished")
-                task.future.set_exception(reason)
+                task.future.set_exception(self._fatal or ExecutorClosed(
+                    f"the process executor closed before {task.label} finished (close(timeout=...) ran "
+                    "out, or its worker died while closing); give close() a longer timeout, or none, to let "
+                    "running calls finish"))
         for w in self._workers:
             w.conn.close()
         deadline = time.monotonic() + _EXIT_GRACE_SECONDS
         for w in self._workers:
-            w.process.join(max(0.0, deadline - time.monotonic()))
+            if not (timed_out and w.tasks):  # a worker still running a call will not read EOF
+                w.process.join(max(0.0, deadline - time.monotonic()))
             if w.process.is_alive():
                 w.process.terminate()
-                w.process.join(1.0)
+                w.process.join(_TERMINATE_GRACE_SECONDS)
             if w.process.is_alive():
                 w.process.kill()
                 w.process.join()
         for w in self._workers:
+            if self._use_shm:
+                # Only this executor's workers: other executors of this process keep theirs.
+                _shm.remove_segments(self._owner, w.process.pid)
             w.process.close()
         self._workers = []
-        if self._use_shm:
-            _shm.remove_segments(self._owner)
 
     # -- shutdown ------------------------------------------------------------------
     def _shutdown(self, *, cancel: bool, timeout: float | None) -> None:
         with self._lock:
             self._stopping = True
             if cancel:
+                self._cancelling = True
                 for task in self._pending:
                     if not task.running and task.future.cancel():
                         _shm.unlink_all(task.segments)

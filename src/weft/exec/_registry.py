@@ -19,14 +19,19 @@ _BUILTIN: dict[str, str] = {
     "thread": "weft.exec._thread:ThreadExecutor",
     "process": "weft.exec._process:ProcessExecutor",
     "auto": "weft.exec._auto:AutoExecutor",
+    "ray": "weft.exec._ray:RayExecutor",
+    "dask": "weft.exec._dask:DaskExecutor",
 }
 _registered: dict[str, BackendFactory] = {}
 
 
 def register(name: str, factory: BackendFactory) -> None:
     """Make ``create(name, ...)`` call ``factory(workers=..., **options)``."""
-    if not name or not name.isidentifier():
+    if not isinstance(name, str) or not name.isidentifier():
         raise ConfigError(f"backend name must be an identifier, got {name!r}")
+    if not callable(factory):
+        raise ConfigError(f"backend {name!r}: factory must be callable as factory(workers=..., **options) "
+                          f"and return an Executor, got {factory!r}")
     _registered[name] = factory
 
 

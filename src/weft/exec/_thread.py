@@ -34,6 +34,8 @@ class ThreadExecutor(Executor):
         self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
         self._stopped = False  # set under _start_lock, so no thread starts after close() signals
+        self._cancel_lock = threading.Lock()
+        self._cancelling = False  # set under _cancel_lock by close(cancel=True)
         self._name = f"weft-thread-{next(_pool_ids)}"
 
     def _ensure_started(self) -> None:
@@ -50,8 +52,13 @@ class ThreadExecutor(Executor):
             if task is None:
                 return
             future, fn, args, kwargs = task
-            if not future.set_running_or_notify_cancel():
-                continue
+            # Marked running under the lock close(cancel=True) takes before it cancels the
+            # queue: a queued call either starts before cancellation began, or never.
+            with self._cancel_lock:
+                if self._cancelling:
+                    future.cancel()
+                if not future.set_running_or_notify_cancel():
+                    continue
             start, cpu = time.perf_counter(), time.thread_time()
             try:
                 result = fn(*args, **kwargs)
@@ -77,6 +84,10 @@ class ThreadExecutor(Executor):
         with self._start_lock:
             self._stopped = True
         if cancel:
+            with self._cancel_lock:
+                self._cancelling = True
+            # Cancel now what is queued (workers also cancel what they take from now on),
+            # so that a close() that times out on a long call leaves no pending future.
             while True:
                 try:
                     task = self._queue.get_nowait()

@@ -10,6 +10,14 @@ from weft.lab._lab import ExperimentResult, LabReport
 __all__ = ["write_charts"]
 
 _COLOURS = {"holds": "#2e7d32", "does not hold": "#c62828", "inconclusive": "#9e9e9e"}
+#: Figure size in inches: room for the title and axis label, plus one row per result.
+_WIDTH_INCHES = 9.0
+_BASE_HEIGHT_INCHES = 1.2
+_ROW_HEIGHT_INCHES = 0.45
+#: Resolution of the PNGs: readable labels at the 7-8 pt fonts used, files of tens of KB.
+_DPI = 110
+#: An infinite upper spread (a candidate measured at zero) is drawn this many times the ratio.
+_INFINITE_SPREAD_FACTOR = 10
 
 
 def write_charts(report: LabReport, out: Path) -> list[Path]:
@@ -25,14 +33,14 @@ def write_charts(report: LabReport, out: Path) -> list[Path]:
             groups.setdefault(r.claim.group, []).append(r)
     written = []
     for group, results in sorted(groups.items()):
-        height = 1.2 + 0.45 * len(results)
-        fig, ax = plt.subplots(figsize=(9, height))
+        height = _BASE_HEIGHT_INCHES + _ROW_HEIGHT_INCHES * len(results)
+        fig, ax = plt.subplots(figsize=(_WIDTH_INCHES, height))
         try:
             labels = []
             for y, r in enumerate(results):
                 v = r.verdict
                 assert v is not None
-                finite_high = v.high if v.high != float("inf") else v.ratio * 10
+                finite_high = v.high if v.high != float("inf") else v.ratio * _INFINITE_SPREAD_FACTOR
                 # Bars start at 1.0 (no effect), so their direction shows which variant won.
                 ax.barh(y, v.ratio - 1.0, left=1.0, color=_COLOURS[v.kind], alpha=0.85)
                 ax.annotate(v.describe(), (max(v.ratio, 1.0), y), xytext=(4, 0),
@@ -52,7 +60,7 @@ def write_charts(report: LabReport, out: Path) -> list[Path]:
             ax.set_title(f"weft lab: {group} ({report.mode})")
             fig.tight_layout()
             path = out / f"{group}.png"
-            fig.savefig(path, dpi=110)
+            fig.savefig(path, dpi=_DPI)
             written.append(path)
         finally:
             plt.close(fig)

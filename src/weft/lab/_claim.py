@@ -1,12 +1,15 @@
 """What an experiment tests: one claim, its two variants and the ratio that would confirm it.
 
-Stdlib only: this module is imported inside the lab subprocess of any interpreter.
+Stdlib and ``weft.errors`` only: this module is imported inside the lab subprocess of
+any interpreter.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+from weft.errors import ConfigError
 
 __all__ = ["Claim", "Direction", "Metric"]
 
@@ -37,11 +40,18 @@ class Claim:
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
-            raise ValueError(f"claim name must be an identifier, got {self.name!r}")
+            raise ConfigError(f"claim name must be an identifier (it names the experiment module), "
+                              f"got {self.name!r}")
         if self.threshold <= 0:
-            raise ValueError(f"claim {self.name!r}: threshold must be > 0, got {self.threshold!r}")
+            raise ConfigError(f"claim {self.name!r}: threshold must be > 0, got {self.threshold!r}")
         if self.baseline == self.candidate:
-            raise ValueError(f"claim {self.name!r}: baseline and candidate are both {self.baseline!r}")
+            raise ConfigError(f"claim {self.name!r}: baseline and candidate are both {self.baseline!r}; "
+                              "name two different variants")
+        if self.direction not in ("at_least", "at_most"):
+            raise ConfigError(f"claim {self.name!r}: direction must be 'at_least' or 'at_most', "
+                              f"got {self.direction!r}")
+        if self.metric not in ("time", "bytes"):
+            raise ConfigError(f"claim {self.name!r}: metric must be 'time' or 'bytes', got {self.metric!r}")
 
     @property
     def expected(self) -> str:

@@ -1,18 +1,22 @@
 """What an experiment's ``measure`` receives inside the lab subprocess: the size mode,
 a pyperf-like timer (warm-ups, interleaved repeats), and places for notes and parameters.
 
-Stdlib only: this module runs on whichever interpreter is under test.
+Stdlib and weft's own stdlib-only modules (``weft.errors``, ``weft.runtime``): this
+module runs on whichever interpreter is under test, which finds weft on the PYTHONPATH
+the lab gives it (the same source that runs ``weft.lab._runner`` there).
 """
 
 from __future__ import annotations
 
 import gc
-import os
 import time
 from collections.abc import Callable
 from typing import Literal, NoReturn, TypeVar
 
-__all__ = ["Context", "Mode", "Skip", "usable_cores"]
+from weft import runtime
+from weft.errors import ConfigError, LabError
+
+__all__ = ["Context", "Mode", "Skip"]
 
 Mode = Literal["smoke", "quick", "full"]
 T = TypeVar("T")
@@ -21,15 +25,8 @@ T = TypeVar("T")
 _REPEATS: dict[str, tuple[int, int]] = {"smoke": (1, 3), "quick": (1, 11), "full": (2, 21)}
 
 
-class Skip(Exception):
+class Skip(LabError):
     """Raised by ``measure`` when the experiment cannot run here; the message says why."""
-
-
-def usable_cores() -> int:
-    """Cores this process may use (affinity-aware); a stdlib copy of weft.runtime's rule."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 class Context:
@@ -37,7 +34,7 @@ class Context:
 
     def __init__(self, mode: Mode) -> None:
         if mode not in _REPEATS:
-            raise ValueError(f"mode must be one of {sorted(_REPEATS)}, got {mode!r}")
+            raise ConfigError(f"mode must be one of {sorted(_REPEATS)}, got {mode!r}")
         self.mode: Mode = mode
         self.warmups, self.repeats = _REPEATS[mode]
         self.samples: dict[str, list[float]] = {}
@@ -47,7 +44,8 @@ class Context:
         self.params: dict[str, object] = {}
         self.notes: list[str] = []
         self.threshold: float | None = None
-        self.cores = usable_cores()
+        #: Cores this process may use (CPU affinity and cgroup quota).
+        self.cores = runtime.usable_cores()
 
     def pick(self, *, full: T, quick: T, smoke: T) -> T:
         """The value for this mode."""
@@ -64,7 +62,8 @@ class Context:
     def record(self, variant: str, values: list[float], unit: str = "s") -> None:
         """Store samples measured some other way (memory peaks, sizes, child timings)."""
         if not values:
-            raise ValueError(f"variant {variant!r}: no samples")
+            raise ConfigError(f"variant {variant!r} has no samples to record: measure it at least once "
+                              "before calling record()")
         self.samples.setdefault(variant, []).extend(float(v) for v in values)
         self.units[variant] = unit
 
@@ -92,8 +91,8 @@ class Context:
 
     def set_threshold(self, value: float, why: str) -> None:
         """Replace the claim's threshold for this machine (e.g. scaled by the core count)."""
-        if value <= 0:
-            raise ValueError(f"threshold must be > 0, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ConfigError(f"threshold must be a ratio > 0, got {value!r}")
         self.threshold = float(value)
         self.note(why)
 

@@ -1,10 +1,12 @@
-"""Facts about the interpreter a lab subprocess runs on. Stdlib only."""
+"""Facts about the interpreter a lab subprocess runs on. Stdlib and weft.runtime only."""
 
 from __future__ import annotations
 
 import platform
 import sys
 import sysconfig
+
+from weft import runtime
 
 __all__ = ["interpreter_facts", "jit_status"]
 
@@ -26,8 +28,7 @@ def jit_status() -> tuple[bool, str]:
 
 def interpreter_facts() -> dict[str, object]:
     """Version, build and GIL state, as JSON-ready values."""
-    free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
-    gil_probe = getattr(sys, "_is_gil_enabled", None)
+    free_threaded = runtime.is_free_threaded_build()
     version = platform.python_version()
     jit, _ = jit_status()
     config_args = str(sysconfig.get_config_var("CONFIG_ARGS") or "")
@@ -36,7 +37,8 @@ def interpreter_facts() -> dict[str, object]:
         "version": version,
         "implementation": platform.python_implementation(),
         "free_threaded": free_threaded,
-        "gil_enabled": True if gil_probe is None else bool(gil_probe()),
+        "gil_enabled": runtime.gil_enabled(),
+        "usable_cores": runtime.usable_cores(),
         "jit_available": jit,
         # Profile-guided and link-time optimisation change speed by 10-30% on their own.
         "pgo": "--enable-optimizations" in config_args,

@@ -8,19 +8,26 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from weft.errors import ConfigError
+from weft.runtime import is_free_threaded_build
 
 __all__ = ["Interpreter", "discover", "find_free_threaded", "probe"]
 
 _log = logging.getLogger(__name__)
+#: Runs in the interpreter being probed, before it is known to run weft at all (it may be
+#: older than 3.11), so it asks sysconfig itself instead of importing weft.runtime.
 _PROBE = ("import json, platform, sys, sysconfig; print(json.dumps([platform.python_version(), "
           "bool(sysconfig.get_config_var('Py_GIL_DISABLED')), sys.version_info[:2] >= (3, 11)]))")
 _LOCATOR = Path("..") / "shared" / "tools" / "ft-python"
+#: Failure bounds only. Probing starts an interpreter and imports json and sysconfig
+#: (well under a second; a minute covers a cold disk and a busy machine) ...
+_PROBE_TIMEOUT_SECONDS = 60.0
+#: ... and the locator script may first unpack a free-threaded interpreter.
+_LOCATOR_TIMEOUT_SECONDS = 300.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,7 +49,7 @@ def probe(path: str, found_by: str) -> Interpreter:
     resolved = path if os.sep in path else (shutil.which(path) or path)
     try:
         out = subprocess.run([resolved, "-c", _PROBE], capture_output=True, text=True,
-                             timeout=60, check=True)
+                             timeout=_PROBE_TIMEOUT_SECONDS, check=True)
         version, free_threaded, supported = json.loads(out.stdout)
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         raise ConfigError(f"cannot run the interpreter {path!r} ({found_by}): {exc}; "
@@ -66,7 +73,7 @@ def find_free_threaded(cwd: Path | None = None) -> tuple[str, str] | None:
     locator = (cwd or Path.cwd()) / _LOCATOR
     if locator.is_file() and os.access(locator, os.X_OK):
         try:
-            out = subprocess.run([str(locator)], capture_output=True, text=True, timeout=300,
+            out = subprocess.run([str(locator)], capture_output=True, text=True, timeout=_LOCATOR_TIMEOUT_SECONDS,
                                  check=True)
         except (OSError, subprocess.SubprocessError):
             return None
@@ -83,7 +90,7 @@ def discover(pythons: Sequence[str] = (), *, cwd: Path | None = None) -> list[In
         found = [probe(p, "--python") for p in pythons]
     else:
         found = [probe(sys.executable, "current interpreter")]
-        if not sysconfig.get_config_var("Py_GIL_DISABLED"):
+        if not is_free_threaded_build():
             ft = find_free_threaded(cwd)
             if ft is not None:
                 try:

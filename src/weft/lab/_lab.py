@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import weft
-from weft.errors import ConfigError
+from weft.errors import ConfigError, LabError
 from weft.lab._claim import Claim
 from weft.lab._context import Mode
 from weft.lab._interpreters import Interpreter, discover
@@ -143,6 +143,10 @@ def evaluate(claim: Claim, raw: dict[str, Any], interpreter: str) -> ExperimentR
     verdict = None
     status: Status = raw["status"]
     if status == "ok":
+        missing = [v for v in (claim.baseline, claim.candidate) if not samples.get(v)]
+        if missing:
+            raise LabError(f"experiment {claim.name!r} reported status 'ok' without samples for {missing}: "
+                           "its measure() or combine() must record both variants, or report a skip")
         threshold = raw.get("threshold") or claim.threshold
         verdict = judge(samples[claim.baseline], samples[claim.candidate],
                         threshold=threshold, direction=claim.direction)

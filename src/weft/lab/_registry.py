@@ -16,7 +16,7 @@ from types import ModuleType
 from weft.errors import ConfigError
 from weft.lab._claim import Claim
 
-__all__ = ["available_experiments", "claim_of", "is_combined", "load"]
+__all__ = ["available_experiments", "claim_of", "load"]
 
 _PACKAGE = "weft.lab.experiments"
 
@@ -46,7 +46,3 @@ def claim_of(name: str) -> Claim:
     claim: Claim = load(name).CLAIM
     return claim
 
-
-def is_combined(name: str) -> bool:
-    """True for experiments derived from other runs rather than measured themselves."""
-    return hasattr(load(name), "combine")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from weft.errors import ConfigError
 from weft.lab._claim import Direction
 
 __all__ = ["Summary", "Verdict", "VerdictKind", "judge", "summarize"]
@@ -42,10 +43,10 @@ class Summary:
 def summarize(samples: Sequence[float]) -> Summary:
     """Summarise samples; quartiles by the inclusive method (exact for n >= 2)."""
     if not samples:
-        raise ValueError("cannot summarise an empty list of samples")
+        raise ConfigError("cannot summarise an empty list of samples: measure the variant at least once")
     values = sorted(float(s) for s in samples)
     if any(math.isnan(v) or v < 0 for v in values):
-        raise ValueError(f"samples must be non-negative numbers, got {values!r}")
+        raise ConfigError(f"samples must be non-negative numbers (seconds or bytes), got {values!r}")
     if len(values) == 1:
         q1 = q3 = values[0]
     else:
@@ -92,9 +93,9 @@ def judge(baseline: Sequence[float], candidate: Sequence[float], *, threshold: f
           direction: Direction = "at_least") -> Verdict:
     """Judge ``baseline / candidate`` against ``threshold`` in the claimed ``direction``."""
     if threshold <= 0:
-        raise ValueError(f"threshold must be > 0, got {threshold!r}")
+        raise ConfigError(f"threshold must be > 0, got {threshold!r}")
     if direction not in ("at_least", "at_most"):
-        raise ValueError(f"direction must be 'at_least' or 'at_most', got {direction!r}")
+        raise ConfigError(f"direction must be 'at_least' or 'at_most', got {direction!r}")
     b, c = summarize(baseline), summarize(candidate)
     ratio = _div(b.median, c.median)
     low = min(ratio, _div(b.q1, c.q3))

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
         encode_request,
         encode_response,
     )
-    from weft.serve._server import Server, ServerConfig, ServerStatistics, serve_in_thread
+    from weft.serve._config import ServerConfig
+    from weft.serve._server import Server, ServerStatistics, serve_in_thread
     from weft.serve._types import DATATYPES, Model, TensorSpec
 
 __all__ = [
@@ -65,7 +66,8 @@ _LAZY = {
     "encode_response": "_codec",
     "LoadedModel": "_adapters", "adapter_names": "_adapters", "load_model": "_adapters",
     "register_adapter": "_adapters",
-    "Server": "_server", "ServerConfig": "_server", "ServerStatistics": "_server", "serve_in_thread": "_server",
+    "ServerConfig": "_config",
+    "Server": "_server", "ServerStatistics": "_server", "serve_in_thread": "_server",
 }
 
 

@@ -12,17 +12,20 @@ import importlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from weft.errors import ConfigError, ModelError
 from weft.serve._types import Model, TensorSpec
 
-__all__ = ["LoadedModel", "adapter_names", "load_model", "register_adapter", "split_name"]
+__all__ = ["GilDeclaration", "LoadedModel", "adapter_names", "declared_gil", "load_model", "register_adapter",
+           "split_name"]
 
 Loader = Callable[[Any], Model]
 Matcher = Callable[[Any], bool]
+#: Whether what an adapter loads releases the GIL: a fixed answer, or one per spec.
+ReleasesGil = bool | Callable[[Any], bool]
 
 
 @dataclass(frozen=True)
@@ -31,16 +34,22 @@ class _Adapter:
     platform: str
     matches: Matcher
     loader: str | Loader
+    releases_gil: ReleasesGil
 
 
 _registry: list[_Adapter] = []
 
 
 def register_adapter(name: str, *, matches: Matcher, loader: str | Loader, platform: str | None = None,
-                     first: bool = True) -> None:
-    """Add an adapter; ``loader`` is a callable or a lazily imported ``"module:function"``."""
+                     first: bool = True, releases_gil: ReleasesGil = False) -> None:
+    """Add an adapter; ``loader`` is a callable or a lazily imported ``"module:function"``.
+
+    ``releases_gil`` says whether the models it loads compute without the GIL (native
+    runtimes do), or is a function of the spec that says it; it decides whether
+    ``backend="auto"`` serves them on threads or processes when the GIL is on.
+    """
     global _registry
-    adapter = _Adapter(name, platform or name, matches, loader)
+    adapter = _Adapter(name, platform or name, matches, loader, releases_gil)
     rest = [a for a in _registry if a.name != name]
     _registry = [adapter, *rest] if first else [*rest, adapter]
 
@@ -53,12 +62,21 @@ def _suffix(*suffixes: str) -> Matcher:
     return lambda spec: isinstance(spec, str) and spec.lower().endswith(suffixes)
 
 
+def _python_releases_gil(target: Any) -> bool:
+    """A Python model releases the GIL only if it says so (``releases_gil = True``)."""
+    if isinstance(target, str):
+        from weft.serve._python_adapter import resolve
+
+        target = resolve(target)
+    return bool(getattr(target, "releases_gil", False))
+
+
 register_adapter("python", matches=lambda spec: not isinstance(spec, str) or ":" in spec,
-                 loader="weft.serve._python_adapter:load", platform="python")
+                 loader="weft.serve._python_adapter:load", platform="python", releases_gil=_python_releases_gil)
 register_adapter("torchscript", matches=_suffix(".pt", ".pth", ".ts"),
-                 loader="weft.serve._torchscript_adapter:load", platform="pytorch_libtorch")
+                 loader="weft.serve._torchscript_adapter:load", platform="pytorch_libtorch", releases_gil=True)
 register_adapter("onnx", matches=_suffix(".onnx"), loader="weft.serve._onnx_adapter:load",
-                 platform="onnxruntime_onnx")
+                 platform="onnxruntime_onnx", releases_gil=True)
 
 _NAME = re.compile(r"^([A-Za-z0-9_.\-]+)=(.+)$")
 
@@ -104,15 +122,43 @@ def _specs(value: Any, what: str, where: str) -> tuple[TensorSpec, ...]:
     return tuple(value)
 
 
+def _adapter_for(target: Any) -> _Adapter:
+    for adapter in _registry:
+        if adapter.matches(target):
+            return adapter
+    raise ConfigError(f"no model adapter understands {target!r}: use path/to/file.py:Name, "
+                      f"package.module:Name, a .onnx or a .pt file (adapters: {adapter_names()})")
+
+
+class GilDeclaration(NamedTuple):
+    """What a model spec declares about the GIL, before the model is loaded."""
+
+    model: str  # for messages: the name given with name=spec, else the spec or the object's name
+    releases_gil: bool
+
+
+def declared_gil(spec: Any) -> GilDeclaration:
+    """Whether the model ``spec`` names releases the GIL, asking its adapter (no loading)."""
+    name, target = split_name(spec)
+    adapter = _adapter_for(target)
+    releases = adapter.releases_gil
+    if callable(releases):
+        try:
+            releases = releases(target)
+        except (ConfigError, ModelError):
+            raise
+        except Exception as exc:  # the model's own module failed to import
+            raise ModelError(f"model {target!r} failed to load: {type(exc).__name__}: {exc}") from exc
+    if name is None:  # what the user wrote, or the object's own name
+        name = target if isinstance(target, str) else (
+            getattr(target, "name", None) or getattr(target, "__name__", None) or type(target).__name__)
+    return GilDeclaration(str(name), bool(releases))
+
+
 def load_model(spec: Any) -> LoadedModel:
     """Resolve ``spec`` through the first matching adapter, then call ``load()`` once."""
     name, target = split_name(spec)
-    for adapter in _registry:
-        if adapter.matches(target):
-            break
-    else:
-        raise ConfigError(f"no model adapter understands {target!r}: use path/to/file.py:Name, "
-                          f"package.module:Name, a .onnx or a .pt file (adapters: {adapter_names()})")
+    adapter = _adapter_for(target)
     loader = adapter.loader
     if isinstance(loader, str):
         module, _, attr = loader.partition(":")

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from weft._checks import check_int, check_number
 from weft.errors import ConfigError, ModelError, ServeError
 
 __all__ = ["Batcher", "BatcherConfig", "BatcherStatistics", "Expired", "Overloaded"]
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
 RunBatch = Callable[[Arrays], Awaitable[Arrays]]
+Clock = Callable[[], float]
 
 
 _CLOSED = "the server is shutting down and takes no new requests"
@@ -63,11 +65,8 @@ class BatcherConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "queue_size", "workers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.max_delay, int | float) or self.max_delay < 0:
-            raise ConfigError(f"max_delay must be a number of seconds >= 0, got {self.max_delay!r}")
+            check_int(name, getattr(self, name))
+        check_number("max_delay", self.max_delay)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,13 +124,20 @@ def batch_rows(inputs: Arrays) -> int:
 
 
 class Batcher:
-    """Forms batches for ``run`` (an async function of a batch) on the running loop."""
+    """Forms batches for ``run`` (an async function of a batch) on the running loop.
+
+    ``on_batch(rows)`` is told the size of every batch started. ``clock`` gives the time
+    in seconds that ``max_delay`` and deadlines are measured on; the default is the
+    running loop's clock (``loop.time()``). Tests pass a clock they move by hand, so
+    that what happens at which time does not depend on how busy the machine is.
+    """
 
     def __init__(self, run: RunBatch, config: BatcherConfig | None = None, *,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None, clock: Clock | None = None) -> None:
         self.config = config or BatcherConfig()
         self._run = run
         self._on_batch = on_batch
+        self._clock = clock
         self._queue: collections.deque[_Pending] = collections.deque()
         self._queued_rows = 0
         self._running = 0
@@ -149,7 +155,7 @@ class Batcher:
     async def infer(self, inputs: Arrays, *, deadline: float | None = None) -> Arrays:
         """Queue one request and wait for its outputs (rows split back from the batch).
 
-        ``deadline`` is on the loop's clock (``loop.time()``). Raises :class:`Overloaded`
+        ``deadline`` is on the batcher's clock (:meth:`clock`). Raises :class:`Overloaded`
         at once when the queue is full, :class:`Expired` past the deadline.
         """
         loop = asyncio.get_running_loop()
@@ -158,7 +164,7 @@ class Batcher:
             raise ConfigError(f"the request has {rows} rows, more than max_batch_size="
                               f"{self.config.max_batch_size}: split it into smaller requests")
         self.admit()
-        now = loop.time()
+        now = self.clock()
         if deadline is not None and deadline <= now:
             self._expired += 1
             raise Expired("the request's timeout passed before it was queued")
@@ -170,7 +176,9 @@ class Batcher:
         try:
             if deadline is None:
                 return await pending.future
-            async with asyncio.timeout_at(deadline):
+            # Relative to now on the batcher's clock: the same as timeout_at(deadline) on
+            # the loop's clock by default, and right for an injected clock too.
+            async with asyncio.timeout(deadline - self.clock()):
                 return await pending.future
         except Expired:
             raise
@@ -201,7 +209,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         cfg = self.config
         while self._running < cfg.workers and self._queue:
-            now = loop.time()
+            now = self.clock()
             head = self._queue[0]
             if head.future.done():
                 self._queue.popleft()
@@ -209,7 +217,9 @@ class Batcher:
                 continue
             if not (freed or self._closed or now - head.enqueued >= cfg.max_delay
                     or self._group_rows(head.key) >= cfg.max_batch_size):
-                self._timer = loop.call_at(head.enqueued + cfg.max_delay, self._pump_timer)
+                # The timer only wakes the batcher: whether the batch is due is decided on
+                # the batcher's clock when it fires (a timer early or late changes nothing).
+                self._timer = loop.call_later(head.enqueued + cfg.max_delay - now, self._pump_timer)
                 break
             self._start(self._take(now))
         self._check_idle()
@@ -300,6 +310,17 @@ class Batcher:
         self._pump(freed=True)
 
     # -- lifecycle -----------------------------------------------------------------
+    def clock(self) -> float:
+        """Now, in seconds, on the clock ``max_delay`` and deadlines are measured on."""
+        if self._clock is not None:
+            return self._clock()
+        return asyncio.get_running_loop().time()
+
+    def wake(self) -> None:
+        """Start every batch that is due now; the loop's timers do it otherwise (call it
+        after moving an injected clock)."""
+        self._pump(freed=False)
+
     def _check_idle(self) -> None:
         if self._idle is not None and not self._queue and self._running == 0:
             self._idle.set()

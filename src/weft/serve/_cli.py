@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
+_MIB = 1024 * 1024
+
 
 def register(app: typer.Typer) -> None:
     app.command(name="serve")(serve)
@@ -34,7 +36,8 @@ def serve(
     workers: Annotated[int, typer.Option(help="Model workers (batches computing at once).")] = 2,
     port: Annotated[int, typer.Option(help="TCP port (0 = any free port).")] = 8000,
     host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
-    backend: Annotated[str, typer.Option(help="thread, process or auto.")] = "auto",
+    backend: Annotated[str, typer.Option(help="auto, thread, process or a backend added with "
+                                               "weft.exec.register.")] = "auto",
     queue_size: Annotated[int, typer.Option(help="Requests held at once, waiting or computing; "
                                                    "beyond it answers 503.")] = 256,
     timeout_s: Annotated[float, typer.Option(help="Longest a request may take (504 after).")] = 30.0,
@@ -47,15 +50,18 @@ def serve(
     """Serve models over the Open Inference Protocol (V2) with dynamic batching."""
     from rich.logging import RichHandler
 
+    from weft._checks import check_number
     from weft.errors import WeftError
-    from weft.serve._server import Server, ServerConfig
+    from weft.serve._config import ServerConfig
+    from weft.serve._server import Server
 
     logging.basicConfig(level=log_level.upper(), format="%(message)s", handlers=[RichHandler(show_path=False)])
     try:
-        config = ServerConfig(host=host, port=port, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
-                              workers=workers, backend=backend, queue_size=queue_size, timeout_s=timeout_s,
-                              token=token, max_body_bytes=int(max_body_mb * 1024 * 1024),
-                              drain_timeout_s=drain_timeout_s, log_level="warning")
+        check_number("--max-delay-ms", max_delay_ms)  # named as typed, before it becomes seconds
+        config = ServerConfig(host=host, port=port, max_batch_size=max_batch_size, max_delay=max_delay_ms / 1000,
+                              workers=workers, backend=backend, queue_size=queue_size, timeout=timeout_s,
+                              token=token, max_body_bytes=int(max_body_mb * _MIB),
+                              drain_timeout=drain_timeout_s, log_level="warning")
         Server(models, config).run(on_ready=_announce)
     except WeftError as exc:
         typer.echo(f"weft serve: {exc}", err=True)

@@ -2,40 +2,62 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from weft.errors import ModelError, ProtocolError, ServeError
+from weft._checks import check_number
+from weft.errors import ConfigError, ModelError, ProtocolError, ServeError
 from weft.serve._codec import decode_response, encode_request
 
-__all__ = ["Client"]
+__all__ = ["Client", "DEFAULT_TIMEOUT"]
+
+_MICROSECONDS = 1e6  # a request's parameters.timeout is in microseconds, as in Triton
+#: The longest the client waits for an answer, in seconds: twice the server's default
+#: request timeout (30 s), so that the server's own 504 arrives first.
+DEFAULT_TIMEOUT = 60.0
 
 
 class Client:
     """``Client("http://127.0.0.1:8000").infer("mlp", {"x": array}) -> {"y": array}``.
 
-    Errors come back as :class:`~weft.errors.ProtocolError` (400),
+    ``timeout`` is the longest, in seconds, the client waits for any answer (None: no
+    limit). Errors come back as :class:`~weft.errors.ProtocolError` (400),
     :class:`~weft.errors.ModelError` (500) or :class:`~weft.errors.ServeError` (others);
     the message starts with the HTTP status.
     """
 
-    def __init__(self, url: str, *, token: str | None = None, timeout: float = 60.0, binary: bool = True) -> None:
+    def __init__(self, url: str, *, token: str | None = None, timeout: float | None = DEFAULT_TIMEOUT,
+                 binary: bool = True) -> None:
         import httpx
 
+        check_number("timeout", timeout, strict=True, none=True)
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
         self.binary = binary
         self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
     def infer(self, model: str, inputs: Mapping[str, Any], *, outputs: Sequence[str] | None = None,
-              binary: bool | None = None, request_id: str | None = None, timeout_s: float | None = None,
-              version: str | None = None) -> dict[str, np.ndarray]:
-        """Run ``model`` on one request; ``timeout_s`` shortens the server's timeout."""
-        params: dict[str, Any] = {}
+              binary: bool | None = None, request_id: str | None = None, timeout: float | None = None,
+              version: str | None = None, timeout_s: float | None = None) -> dict[str, np.ndarray]:
+        """Run ``model`` on one request.
+
+        ``timeout`` (seconds) shortens the server's timeout for this request: past it the
+        server answers 504 and drops the request before computing it. ``timeout_s`` is
+        its old, deprecated name.
+        """
         if timeout_s is not None:
-            params["timeout"] = max(1, int(timeout_s * 1e6))
+            warnings.warn("Client.infer(timeout_s=...) is deprecated: pass timeout= (seconds); timeout_s is "
+                          "removed in the next release", DeprecationWarning, stacklevel=2)
+            if timeout is not None:
+                raise ConfigError("Client.infer got both timeout= and timeout_s=: pass timeout= only")
+            timeout = timeout_s
+        params: dict[str, Any] = {}
+        if timeout is not None:
+            check_number("timeout", timeout, strict=True)
+            params["timeout"] = max(1, int(timeout * _MICROSECONDS))  # the protocol's unit
         body, header_length = encode_request({k: np.asarray(v) for k, v in inputs.items()}, outputs=outputs,
                                              binary=self.binary if binary is None else binary,
                                              request_id=request_id, parameters=params)

@@ -1,8 +1,10 @@
 """The FastAPI app: metadata, metrics, OpenAPI; it also declares the infer routes.
 
 The infer and health routes are normally answered before FastAPI by the ASGI layer
-in :mod:`weft.serve._app`; the declarations here keep the OpenAPI document complete
-and answer identically when this app is mounted on its own.
+in :mod:`weft.serve._app`, which is given this app for every other route; the
+declarations here keep the OpenAPI document complete and answer identically when
+this app is mounted on its own. Both answer through the same
+:class:`~weft.serve._service.Service`.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from weft.serve._app import HTTPError, _header_length, error_body
+from weft.serve._http import HTTPError, error_body, header_length
+from weft.serve._types import DATATYPES
 
 if TYPE_CHECKING:
-    from weft.serve._app import App
+    from weft.serve._service import Service
 
 __all__ = ["build_fastapi"]
 
@@ -27,8 +30,7 @@ _TENSOR = {
     "type": "object", "required": ["name", "datatype", "shape"],
     "properties": {
         "name": {"type": "string"},
-        "datatype": {"type": "string", "enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16",
-                                                 "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"]},
+        "datatype": {"type": "string", "enum": list(DATATYPES)},
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
         "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}},
         "data": {"type": "array", "description": "row-major values, flat or nested"},
@@ -62,10 +64,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def build_fastapi(app: App) -> FastAPI:
-    api = FastAPI(title="weft serve", version=app.state.server_version,
+def build_fastapi(service: Service) -> FastAPI:
+    """The FastAPI app answering every V2 route for ``service``."""
+    api = FastAPI(title="weft serve", version=service.server_version,
                   description="Open Inference Protocol (V2) REST with the binary tensor data extension.")
-    state = app.state
+    readiness = service.readiness
 
     def fail(exc: HTTPError) -> Response:
         return Response(error_body(str(exc)), status_code=exc.status, media_type="application/json",
@@ -81,7 +84,7 @@ def build_fastapi(app: App) -> FastAPI:
 
     @api.get("/v2", summary="Server metadata")
     async def server_metadata() -> dict[str, Any]:
-        return {"name": "weft", "version": state.server_version, "extensions": ["binary_tensor_data"]}
+        return {"name": "weft", "version": service.server_version, "extensions": ["binary_tensor_data"]}
 
     @api.get("/v2/health/live", summary="Liveness")
     async def live() -> Response:
@@ -89,33 +92,31 @@ def build_fastapi(app: App) -> FastAPI:
 
     @api.get("/v2/health/ready", summary="Readiness (503 while loading or draining)", responses={503: {}})
     async def ready() -> Response:
-        ok = state.ready and not state.draining
-        return Response(b"" if ok else error_body("the server is not ready"), status_code=200 if ok else 503)
+        return Response(readiness.health_body(), status_code=readiness.status)
 
     async def metadata(name: str, version: str | None) -> Response:
         try:
-            return JSONResponse(app.model(name, version).metadata())
+            return JSONResponse(service.model(name, version).metadata())
         except HTTPError as exc:
             return fail(exc)
 
     async def model_ready(name: str, version: str | None) -> Response:
         try:
-            app.model(name, version)
+            service.model(name, version)
         except HTTPError as exc:
             return fail(exc)
-        ok = state.ready and not state.draining
-        return Response(status_code=200 if ok else 503)
+        return Response(status_code=readiness.status)
 
     async def infer(name: str, version: str | None, request: Request) -> Response:
         try:
-            model = app.model(name, version)
+            model = service.model(name, version)
             body = await request.body()
-            if len(body) > state.max_body_bytes:
-                raise HTTPError(413, f"the request body exceeds the limit of {state.max_body_bytes} bytes")
-            payload, headers = await app.infer(model, body, _header_length(request.scope["headers"]))
+            if len(body) > service.max_body_bytes:
+                raise HTTPError(413, f"the request body exceeds the limit of {service.max_body_bytes} bytes")
+            answer = await service.infer(model, body, header_length(request.scope["headers"]))
         except HTTPError as exc:
             return fail(exc)
-        return Response(payload, headers={k.decode(): v.decode() for k, v in headers})
+        return Response(answer.payload, headers={k.decode(): v.decode() for k, v in answer.headers})
 
     @api.get("/v2/models/{name}", summary="Model metadata", responses={404: {}})
     async def model_metadata(name: str) -> Response:
@@ -145,6 +146,6 @@ def build_fastapi(app: App) -> FastAPI:
 
     @api.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:
-        return Response(state.metrics.render(), media_type=state.metrics.content_type)
+        return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
     return api

@@ -2,8 +2,9 @@
 
 ``Server.run()`` serves in the foreground (the CLI): SIGTERM or SIGINT makes it report
 not-ready, refuse new inference with 503, finish every request in flight, then exit
-(within ``drain_timeout_s``; a second SIGINT exits at once). ``Server.start()`` /
-``stop()`` and :func:`serve_in_thread` run it on a background thread for tests and demos.
+(within ``drain_timeout``; a second SIGINT exits at once). ``Server.start()`` /
+``close()`` (or ``with Server(...)``) and :func:`serve_in_thread` run it on a background
+thread for tests, notebooks and demos.
 """
 
 from __future__ import annotations
@@ -15,63 +16,45 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from weft.errors import ConfigError, ServeError
-from weft.serve._batcher import Batcher, BatcherConfig, BatcherStatistics
+from weft.exec._policy import BackendChoice
+from weft.serve._batcher import Arrays, Batcher, BatcherStatistics, RunBatch
+from weft.serve._config import ServerConfig, choose_backend
+from weft.serve._http import Phase
+
+if TYPE_CHECKING:
+    from weft.exec import Executor
+    from weft.serve._service import Service
+    from weft.serve._worker import ModelRef
 
 __all__ = ["Server", "ServerConfig", "ServerStatistics", "serve_in_thread"]
 
 log = logging.getLogger(__name__)
 _server_ids = itertools.count(1)
 
-
-@dataclass(frozen=True, kw_only=True)
-class ServerConfig:
-    """How a server listens, batches and protects itself.
-
-    ``port=0`` picks a free port. ``backend`` is ``"thread"``, ``"process"`` or
-    ``"auto"`` (threads when the GIL is off or every model releases it, else processes).
-    ``timeout_s`` is the longest a request waits; a request may shorten it. ``queue_size``
-    bounds the inference requests a model holds, waiting or computing (503 beyond).
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_batch_size: int = 32
-    max_delay_ms: float = 2.0
-    workers: int = 2
-    backend: str = "auto"
-    queue_size: int = 256
-    timeout_s: float = 30.0
-    token: str | None = None
-    max_body_bytes: int = 64 * 1024 * 1024
-    drain_timeout_s: float = 30.0
-    log_level: str = "warning"
-
-    def __post_init__(self) -> None:
-        if self.backend not in ("auto", "thread", "process"):
-            raise ConfigError(f"backend must be 'auto', 'thread' or 'process', got {self.backend!r}")
-        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
-            raise ConfigError(f"port must be 0..65535 (0 = any free port), got {self.port!r}")
-        for name in ("timeout_s", "drain_timeout_s", "max_delay_ms"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or value < 0 or (name == "timeout_s" and value == 0):
-                raise ConfigError(f"{name} must be a positive number, got {value!r}")
-        if not isinstance(self.max_body_bytes, int) or self.max_body_bytes < 1:
-            raise ConfigError(f"max_body_bytes must be a positive integer, got {self.max_body_bytes!r}")
-        BatcherConfig(max_batch_size=self.max_batch_size, max_delay=self.max_delay_ms / 1000,
-                      queue_size=self.queue_size, workers=self.workers)
+#: Connections the kernel queues before the server accepts them: uvicorn's default, far
+#: above any queue_size so that a burst is queued and answered (maybe with a 503) rather
+#: than refused by the kernel, which caps it at net.core.somaxconn anyway.
+LISTEN_BACKLOG = 2048
+#: uvicorn's graceful shutdown (whole seconds) waits for the other routes' responses after
+#: the drain has answered every inference request; 0 would cut those off mid-write.
+_MIN_GRACEFUL_SHUTDOWN_SECONDS = 1
 
 
 @dataclass(frozen=True, kw_only=True)
 class ServerStatistics:
-    """A snapshot: readiness, requests in flight, the backend and why, each model's batcher."""
+    """A snapshot: readiness, requests in flight, the backend and why, each model's batcher.
+
+    ``ready`` is true once the models are loaded and the port is open (also while
+    draining); the HTTP readiness route answers 503 while ``draining``.
+    """
 
     ready: bool
     draining: bool
@@ -81,32 +64,15 @@ class ServerStatistics:
     models: dict[str, BatcherStatistics]
 
 
-def choose_backend(config: ServerConfig, specs: Sequence[Any]) -> tuple[str, str]:
-    """The executor backend for these models, with the reason."""
-    if config.backend != "auto":
-        return config.backend, f"backend={config.backend!r} was requested"
-    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    if not gil:
-        return "thread", "the GIL is off: threads run models in parallel"
-    from weft.serve._adapters import split_name
-
-    for spec in specs:
-        _, target = split_name(spec)
-        if isinstance(target, str) and target.lower().endswith((".onnx", ".pt", ".pth", ".ts")):
-            continue
-        if isinstance(target, str):
-            from weft.serve._python_adapter import resolve
-
-            target = resolve(target)
-        if not getattr(target, "releases_gil", False):
-            name = getattr(target, "__name__", None) or type(target).__name__
-            return "process", (f"the GIL is on and model {name!r} does not declare releases_gil = True: "
-                               "processes with shared-memory tensors")
-    return "thread", "every model releases the GIL (NumPy, onnxruntime, torch): threads share tensors by reference"
+_NOT_STARTED = BackendChoice(backend="?", reason="not started")
 
 
 class Server:
-    """A V2 inference server for ``models`` (spec strings, classes, instances or functions)."""
+    """A V2 inference server for ``models`` (spec strings, classes, instances or functions).
+
+    A resource: ``with Server(models, config) as server:`` starts it on a background
+    thread and drains and stops it on exit; so does :meth:`start` / :meth:`close`.
+    """
 
     def __init__(self, models: Sequence[Any], config: ServerConfig | None = None) -> None:
         if isinstance(models, str | bytes) or not isinstance(models, Sequence) or not models:
@@ -115,35 +81,55 @@ class Server:
         self._specs = list(models)
         self._id = next(_server_ids)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self._uvicorn: Any = None
-        self._state: Any = None
+        self._service: Service | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._error: BaseException | None = None
         self._url: str | None = None
-        self._backend = ("?", "not started")
+        self._backend = _NOT_STARTED
+        self._closing = False  # close() was called (maybe before the loop could hear it)
         self._drain_task: asyncio.Task[None] | None = None
         self._on_ready: Callable[[Server], None] | None = None
+        # statistics() asked from other threads, answered on the loop thread
+        self._snapshot_lock = threading.Lock()
+        self._snapshots: set[Future[ServerStatistics]] = set()
+        self._loop_done = False
 
     # -- public --------------------------------------------------------------------
     @property
     def url(self) -> str:
         if self._url is None:
-            raise ServeError("the server has not started")
+            raise ServeError("the server has not started: call start() or use it in a with block")
         return self._url
+
+    @property
+    def models(self) -> list[str]:
+        """The served model names (after start)."""
+        return [] if self._service is None else list(self._service.models)
 
     def run(self, on_ready: Callable[[Server], None] | None = None) -> None:
         """Serve in the foreground until SIGTERM/SIGINT, then drain and return.
 
-        ``on_ready(server)`` is called once the models are loaded and the port is open.
+        ``on_ready(server)`` is called (on the server's loop thread) once the models are
+        loaded and the port is open.
         """
+        self._check_startable()
         self._on_ready = on_ready
-        _run_loop(self._main(handle_signals=True))
+        try:
+            _run_loop(self._main(handle_signals=True))
+        finally:
+            self._finish_snapshots()
 
     def start(self) -> str:
         """Serve on a background thread; returns the base URL once models are loaded."""
-        if self._thread is not None:
-            raise ServeError("this server was already started")
+        self._check_startable()
+        # The one thread weft.serve starts outside weft.exec: it runs the event loop for
+        # the server's whole life. An executor runs units of work and counts each as busy
+        # until it returns; this thread never returns until the server stops, and it is
+        # stopped by draining the loop, not by cancelling queued work. The models run on a
+        # weft.exec executor.
         self._thread = threading.Thread(target=self._thread_main, name=f"weft-serve-{self._id}", daemon=True)
         self._thread.start()
         self._started.wait()
@@ -152,121 +138,177 @@ class Server:
             raise self._error
         return self.url
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Drain (finish in-flight requests) and stop the background server."""
+    def _check_startable(self) -> None:
+        if self._thread is not None or self._loop is not None:
+            raise ServeError("this server was already started: create another Server to serve again")
+        if self._closing:
+            raise ServeError("this server was closed: create another Server to serve again")
+
+    def close(self, timeout: float | None = None) -> None:
+        """Drain (refuse new requests, finish those in flight) and stop.
+
+        Waits up to ``timeout`` seconds (None: as long as it takes) for the background
+        thread. Safe to call more than once, before start, or from another thread while
+        :meth:`run` serves.
+        """
+        self._closing = True  # before reading _loop: a loop starting now sees it once serving
         loop, thread = self._loop, self._thread
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing left to stop
                 loop.call_soon_threadsafe(self._begin_drain)
-        if thread is not None:
+        if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
-    @property
-    def models(self) -> list[str]:
-        """The served model names (after start)."""
-        return [] if self._state is None else list(self._state.models)
+    def stop(self, timeout: float | None = None) -> None:
+        """The same as :meth:`close` (the counterpart of :meth:`start`)."""
+        self.close(timeout)
 
     def statistics(self) -> ServerStatistics:
-        state = self._state
-        models = {} if state is None else {n: m.batcher.statistics() for n, m in state.models.items()}
-        return ServerStatistics(ready=bool(state and state.ready), draining=bool(state and state.draining),
-                                in_flight=0 if state is None else state.in_flight,
-                                backend=self._backend[0], backend_reason=self._backend[1], models=models)
+        """A snapshot, taken on the server's loop thread so that its counters agree."""
+        loop = self._loop
+        if loop is None or threading.get_ident() == self._loop_thread:
+            return self._snapshot()
+        future: Future[ServerStatistics] = Future()
+        with self._snapshot_lock:
+            if self._loop_done:
+                return self._snapshot()
+            self._snapshots.add(future)
+            try:
+                loop.call_soon_threadsafe(self._answer_snapshot, future)
+            except RuntimeError:  # closed between the loop's end and _finish_snapshots
+                self._snapshots.discard(future)
+                return self._snapshot()
+        return future.result()
 
     def __enter__(self) -> Server:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()
 
-    # -- internals -----------------------------------------------------------------
+    # -- statistics ----------------------------------------------------------------
+    def _snapshot(self) -> ServerStatistics:
+        service = self._service
+        models = {} if service is None else {n: m.batcher.statistics() for n, m in service.models.items()}
+        return ServerStatistics(ready=service is not None and service.readiness.started,
+                                draining=service is not None and service.readiness.draining,
+                                in_flight=0 if service is None else service.in_flight,
+                                backend=self._backend.backend, backend_reason=self._backend.reason, models=models)
+
+    def _answer_snapshot(self, future: Future[ServerStatistics]) -> None:
+        with self._snapshot_lock:
+            self._snapshots.discard(future)
+        if not future.done():
+            future.set_result(self._snapshot())
+
+    def _finish_snapshots(self) -> None:
+        """After the loop ended: answer what it will no longer run, and every later call directly."""
+        with self._snapshot_lock:
+            self._loop_done = True
+            waiting, self._snapshots = self._snapshots, set()
+        for future in waiting:
+            if not future.done():
+                future.set_result(self._snapshot())
+
+    # -- the loop ------------------------------------------------------------------
     def _thread_main(self) -> None:
         try:
             _run_loop(self._main(handle_signals=False))
         except BaseException as exc:
             self._error = exc
         finally:
+            self._finish_snapshots()
             self._started.set()
 
     async def _main(self, *, handle_signals: bool) -> None:
-        import uvicorn
+        try:
+            import uvicorn
 
-        import weft
+            from weft.serve._routes import build_fastapi
+        except ImportError as exc:
+            raise ServeError(f"weft serve needs the serve extra ({exc.name} is missing): "
+                             "pip install 'weft[serve]'") from exc
         import weft.exec
         from weft.serve import _worker
-        from weft.serve._app import App, ServedModel, State
-        from weft.serve._metrics import Metrics
+        from weft.serve._app import App
         from weft.serve._refusal import protocol_class
-        from weft.serve._types import TensorSpec
 
         cfg = self.config
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._backend = choose_backend(cfg, self._specs)
-        log.info("weft serve: backend %s (%s)", *self._backend)
-        executor = weft.exec.create(self._backend[0], workers=cfg.workers, reason=self._backend[1])
-        refs: list[_worker.ModelRef] = []
+        log.info("weft serve: backend %s (%s)", self._backend.backend, self._backend.reason)
+        # A backend the server chose gets the reason; one the user named (maybe registered
+        # with weft.exec.register, whose factory need only take workers=) keeps its own.
+        options = {"reason": self._backend.reason} if cfg.backend == "auto" else {}
+        executor = weft.exec.create(self._backend.backend, workers=cfg.workers, **options)
+        refs: list[ModelRef] = []
         try:
-            described: list[dict[str, Any]] = []
-            for index, spec in enumerate(self._specs):
-                ref = _worker.ModelRef(spec, f"{os.getpid()}-{self._id}-{index}")
-                refs.append(ref)
-                info = await asyncio.wrap_future(executor.submit(_worker.describe, ref))
-                if any(d["name"] == info["name"] for d in described):
-                    raise ConfigError(f"two models are named {info['name']!r}: serve one as othername=spec")
-                described.append(info)
-            served: dict[str, ServedModel] = {}
-            metrics = Metrics([d["name"] for d in described],
-                              lambda: {n: m.batcher.statistics() for n, m in served.items()},
-                              lambda: 0 if self._state is None else int(self._state.in_flight))
-            batching = BatcherConfig(max_batch_size=cfg.max_batch_size, max_delay=cfg.max_delay_ms / 1000,
-                                     queue_size=cfg.queue_size, workers=cfg.workers)
-            for ref, info in zip(refs, described, strict=True):
-                name = info["name"]
-                served[name] = ServedModel(name, info["platform"],
-                                           tuple(TensorSpec.from_dict(t) for t in info["inputs"]),
-                                           tuple(TensorSpec.from_dict(t) for t in info["outputs"]),
-                                           Batcher(_runner(executor, ref), batching, on_batch=metrics.batch(name)))
-            state = State(models=served, metrics=metrics, timeout_s=cfg.timeout_s, max_body_bytes=cfg.max_body_bytes,
-                          token=cfg.token, server_version=weft.__version__)
-            self._state = state
-            # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only
-            # when the listening socket says so; with proto 0, Nagle plus delayed ACKs add ~40 ms
-            # per keep-alive response (uvloop hides it; the stdlib loop on 3.13t does not).
-            sock = socket.socket(socket.AF_INET6 if ":" in cfg.host else socket.AF_INET, socket.SOCK_STREAM,
-                                 socket.IPPROTO_TCP)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((cfg.host, cfg.port))
-            sock.set_inheritable(True)
+            service = self._service = await self._load(executor, refs)
+            sock = _listen(cfg.host, cfg.port)
             port = sock.getsockname()[1]
             host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
             self._url = f"http://{host}:{port}"
-            app = App(state)
+            app = App(service, build_fastapi(service))
             config = uvicorn.Config(app, lifespan="off", log_level=cfg.log_level, access_log=False,
-                                    timeout_graceful_shutdown=max(1, int(cfg.drain_timeout_s)), server_header=False,
-                                    backlog=2048, proxy_headers=False, http=protocol_class(app) or "auto")
-            server = _Uvicorn(config, self, handle_signals)
-            self._uvicorn = server
+                                    timeout_graceful_shutdown=max(_MIN_GRACEFUL_SHUTDOWN_SECONDS,
+                                                                  int(cfg.drain_timeout)),
+                                    server_header=False, backlog=LISTEN_BACKLOG, proxy_headers=False,
+                                    http=protocol_class(app) or "auto")
+            server = self._uvicorn = _Uvicorn(config, self, handle_signals)
             serving = asyncio.ensure_future(server.serve(sockets=[sock]))
-            while not server.started and not serving.done():
-                await asyncio.sleep(0.005)
-            state.ready = server.started
+            startup = asyncio.ensure_future(server.startup_finished.wait())
+            await asyncio.wait([startup, serving], return_when=asyncio.FIRST_COMPLETED)
+            startup.cancel()
+            if server.started:
+                service.readiness.phase = Phase.SERVING
             self._started.set()
-            if self._on_ready is not None and state.ready:
+            if self._closing:  # close() came while the models loaded
+                self._begin_drain()
+            elif self._on_ready is not None and server.started:
                 self._on_ready(self)
-            log.info("weft serve: %s on %s (backend %s)", ", ".join(served), self._url, self._backend[0])
+            log.info("weft serve: %s on %s (backend %s)", ", ".join(service.models), self._url,
+                     self._backend.backend)
             await serving
             sock.close()
         finally:
-            for batcher in (self._state.models.values() if self._state else ()):
-                if not batcher.batcher.closed:
-                    await batcher.batcher.drain()
+            for model in (self._service.models.values() if self._service else ()):
+                if not model.batcher.closed:
+                    await model.batcher.drain()
             executor.close(cancel=True)
             for ref in refs:
                 _worker.forget(ref.key)
 
+    async def _load(self, executor: Executor, refs: list[ModelRef]) -> Service:
+        """Load every model on the workers; the service that answers for them."""
+        import weft
+        from weft.serve import _worker
+        from weft.serve._metrics import Metrics
+        from weft.serve._service import ServedModel, Service
+
+        cfg = self.config
+        described: list[_worker.ModelDescription] = []
+        for index, spec in enumerate(self._specs):
+            ref = _worker.ModelRef(spec, f"{os.getpid()}-{self._id}-{index}")
+            refs.append(ref)
+            info = await asyncio.wrap_future(executor.submit(_worker.describe, ref))
+            if any(d.name == info.name for d in described):
+                raise ConfigError(f"two models are named {info.name!r}: serve one as othername=spec")
+            described.append(info)
+        served: dict[str, ServedModel] = {}
+        metrics = Metrics([d.name for d in described],
+                          lambda: {n: m.batcher.statistics() for n, m in served.items()},
+                          lambda: 0 if self._service is None else self._service.in_flight)
+        batching = cfg.batching()
+        for ref, info in zip(refs, described, strict=True):
+            batcher = Batcher(_runner(executor, ref), batching, on_batch=metrics.batch(info.name))
+            served[info.name] = ServedModel(info.name, info.platform, info.inputs, info.outputs, batcher)
+        return Service(models=served, metrics=metrics, timeout=cfg.timeout, max_body_bytes=cfg.max_body_bytes, token=cfg.token,
+                       server_version=weft.__version__)
+
+    # -- draining ------------------------------------------------------------------
     def _on_signal(self, sig: int) -> None:
-        loop = self._loop
         if self._drain_task is not None or (self._uvicorn is not None and self._uvicorn.should_exit):
             if sig == signal.SIGINT and self._uvicorn is not None:
                 log.warning("weft serve: second interrupt, exiting now")
@@ -274,44 +316,56 @@ class Server:
                 self._uvicorn.should_exit = True
             return
         log.warning("weft serve: %s received: draining", signal.Signals(sig).name)
-        if loop is not None:
-            loop.call_soon_threadsafe(self._begin_drain)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._begin_drain)
 
     def _begin_drain(self) -> None:
-        if self._drain_task is None:
-            self._drain_task = asyncio.ensure_future(self._drain())
+        """On the loop thread: start draining, or note that it must once serving begins."""
+        self._closing = True
+        if self._drain_task is None and self._service is not None and self._uvicorn is not None:
+            self._drain_task = asyncio.ensure_future(self._drain(self._service, self._uvicorn))
 
-    async def _drain(self) -> None:
-        state, server = self._state, self._uvicorn
-        if state is None or server is None:
-            return
-        state.draining = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.drain_timeout_s
+    async def _drain(self, service: Service, server: Any) -> None:
+        service.readiness.phase = Phase.DRAINING
         try:
-            async with asyncio.timeout_at(deadline):
-                await asyncio.gather(*(m.batcher.drain() for m in state.models.values()))
-                while state.in_flight:
-                    state.idle.clear()
-                    if state.in_flight:
-                        await state.idle.wait()
+            async with asyncio.timeout(self.config.drain_timeout):
+                await asyncio.gather(*(m.batcher.drain() for m in service.models.values()))
+                await service.wait_idle()
         except TimeoutError:
             log.error("weft serve: %d request(s) still in flight after %.1f s; exiting anyway",
-                      state.in_flight, self.config.drain_timeout_s)
+                      service.in_flight, self.config.drain_timeout)
             server.force_exit = True
         server.should_exit = True
 
 
-def _runner(executor: Any, ref: Any) -> Any:
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound; ServeError naming the address when it cannot be."""
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only
+    # when the listening socket says so; with proto 0, Nagle plus delayed ACKs add ~40 ms
+    # per keep-alive response (uvloop hides it; the stdlib loop on 3.13t does not).
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}: choose another port "
+                         "(0 = any free port) or host") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def _runner(executor: Executor, ref: ModelRef) -> RunBatch:
+    """The batcher's hand-off to the workers: run one batch of ``ref``'s model."""
     from weft.serve._worker import predict
 
-    def run(inputs: dict[str, Any]) -> asyncio.Future[Any]:
+    def run(inputs: Arrays) -> asyncio.Future[Arrays]:
         return asyncio.wrap_future(executor.submit(predict, ref, inputs))
 
     return run
 
 
-def _run_loop(main: Any) -> None:
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
     factory = None
     try:
         import uvloop
@@ -331,6 +385,13 @@ def _make_uvicorn_class() -> type:
             super().__init__(config)
             self._owner = owner
             self._handle_signals = handle_signals
+            self.startup_finished = asyncio.Event()
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            try:
+                await super().startup(sockets=sockets)
+            finally:
+                self.startup_finished.set()
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
@@ -351,6 +412,8 @@ def _make_uvicorn_class() -> type:
 
 
 class _LazyUvicorn:
+    """Builds the uvicorn server subclass on first use (uvicorn is imported only to serve)."""
+
     cls: type | None = None
 
     def __call__(self, config: Any, owner: Server, handle_signals: bool) -> Any:
@@ -368,9 +431,5 @@ def serve_in_thread(models: Sequence[Any], config: ServerConfig | None = None) -
 
     The default config here listens on a free port (``port=0``).
     """
-    server = Server(models, config or ServerConfig(port=0))
-    url = server.start()
-    try:
-        yield url
-    finally:
-        server.stop()
+    with Server(models, config or ServerConfig(port=0)) as server:
+        yield server.url

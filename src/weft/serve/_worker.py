@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from weft.serve._adapters import LoadedModel, load_model
+from weft.serve._types import TensorSpec
 
-__all__ = ["ModelRef", "describe", "get_model", "predict"]
+__all__ = ["ModelDescription", "ModelRef", "describe", "forget", "get_model", "predict"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,16 @@ class ModelRef:
 
     spec: Any
     key: str
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """What a worker reports about a loaded model (picklable: it crosses processes)."""
+
+    name: str
+    platform: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
 
 
 _cache: dict[str, LoadedModel] = {}
@@ -49,9 +60,10 @@ def get_model(ref: ModelRef) -> LoadedModel:
     return own
 
 
-def describe(ref: ModelRef) -> dict[str, Any]:
-    """Load the model (if needed) and return its name, platform and tensors as plain data."""
-    return get_model(ref).describe()
+def describe(ref: ModelRef) -> ModelDescription:
+    """Load the model (if needed) and return its name, platform and tensors."""
+    model = get_model(ref)
+    return ModelDescription(model.name, model.platform, model.inputs, model.outputs)
 
 
 def predict(ref: ModelRef, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ an experiment ``Tracker`` on SQLite::
     def fetch(url): ...
 
     ckpt = weft.train.Checkpoints("runs/exp1", keep_last=3)
-    ckpt.save(step, {"w": w}, metrics={"loss": loss})
+    ckpt.save(step, {"w": w}, metrics={"loss": loss})   # a CheckpointSave; .info once written
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         Checkpoint,
         CheckpointInfo,
         Checkpoints,
+        CheckpointSave,
         CheckpointStatistics,
     )
     from weft.train._safetensors import load_safetensors, save_safetensors
@@ -34,6 +35,7 @@ __all__ = [
     "CacheStatistics",
     "Checkpoint",
     "CheckpointInfo",
+    "CheckpointSave",
     "CheckpointStatistics",
     "Checkpoints",
     "MetricSeries",
@@ -62,7 +64,8 @@ _LAZY = {
     "cached": "weft.train._cached",
     "content_key": "weft.train._cached",
     "Checkpoint": "weft.train._checkpoints",
-    "CheckpointInfo": "weft.train._checkpoints",
+    "CheckpointInfo": "weft.train._checkpoint_store",
+    "CheckpointSave": "weft.train._checkpoints",
     "CheckpointStatistics": "weft.train._checkpoints",
     "Checkpoints": "weft.train._checkpoints",
     "load_safetensors": "weft.train._safetensors",

@@ -13,8 +13,6 @@ by writing into a result.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import hashlib
 import json
 import math
@@ -23,7 +21,7 @@ import struct
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +29,23 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from weft._checks import check_int
 from weft.errors import ConfigError
-from weft.train._wrap import kind_of, qualified_name
+from weft.train._wrap import CALL, COLLECT, START, Emit, Wait, kind_of, make_wrapper, qualified_name
 
 __all__ = ["CacheStatistics", "cached", "content_key"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Bytes of a key digest: 160 bits, the size of a git object id; a collision between two
+#: argument sets is about as likely as one between two commits.
+_KEY_DIGEST = 20
+#: Bytes of the digest of one dict entry; entries are digested apart and sorted, so a dict's
+#: key does not depend on its insertion order. 128 bits are plenty inside one key.
+_ENTRY_DIGEST = 16
+#: How deep a result's nested lists, tuples and dicts are walked to estimate its bytes; deeper
+#: levels count by ``sys.getsizeof`` alone (an estimate for max_bytes, not an exact figure).
+_SIZE_DEPTH = 3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,11 +59,6 @@ class CacheStatistics:
     evictions: int
     maxsize: int | None
     max_bytes: int | None
-
-
-class _Opaque:
-    """Arguments that cannot be digested by value (``self``, open files...): kept by
-    equality in memory, like ``functools.lru_cache`` does, and refused by the disk store."""
 
 
 def _feed(h: Any, value: object, opaque: list[object]) -> None:
@@ -85,7 +89,7 @@ def _feed(h: Any, value: object, opaque: list[object]) -> None:
     elif isinstance(value, dict):
         parts = []
         for k, v in value.items():
-            sub = hashlib.blake2b(digest_size=16)
+            sub = hashlib.blake2b(digest_size=_ENTRY_DIGEST)
             _feed(sub, k, opaque)
             _feed(sub, v, opaque)
             parts.append(sub.digest())
@@ -102,7 +106,7 @@ def _feed(h: Any, value: object, opaque: list[object]) -> None:
 
 def content_key(*args: object, **kwargs: object) -> str:
     """The hex digest ``cached`` uses for these arguments (arrays by dtype, shape, bytes)."""
-    h = hashlib.blake2b(digest_size=20)
+    h = hashlib.blake2b(digest_size=_KEY_DIGEST)
     opaque: list[object] = []
     _feed(h, (args, kwargs), opaque)
     if opaque:
@@ -114,9 +118,9 @@ def content_key(*args: object, **kwargs: object) -> str:
 def _nbytes(value: object, depth: int = 0) -> int:
     if isinstance(value, np.ndarray):
         return int(value.nbytes)
-    if depth < 3 and isinstance(value, list | tuple):
+    if depth < _SIZE_DEPTH and isinstance(value, list | tuple):
         return sys.getsizeof(value) + sum(_nbytes(v, depth + 1) for v in value)
-    if depth < 3 and isinstance(value, dict):
+    if depth < _SIZE_DEPTH and isinstance(value, dict):
         return sys.getsizeof(value) + sum(_nbytes(v, depth + 1) for v in value.values())
     return sys.getsizeof(value)
 
@@ -256,9 +260,8 @@ def cached(target: Any = None, /, *, maxsize: int | None = 128, max_bytes: int |
     waiter gets the error, the next call computes again. A generator's items are
     materialised once and replayed. The wrapper gains ``.statistics()`` and ``.cache_clear()``.
     """
-    for label, value in (("maxsize", maxsize), ("max_bytes", max_bytes)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"{label} must be a positive integer or None, got {value!r}")
+    check_int("maxsize", maxsize, none=True)
+    check_int("max_bytes", max_bytes, none=True)
 
     def decorate(fn: F) -> F:
         kind = kind_of(fn)
@@ -269,7 +272,7 @@ def cached(target: Any = None, /, *, maxsize: int | None = 128, max_bytes: int |
         cache = _Cache(maxsize, max_bytes, disk)
 
         def make_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, tuple[object, ...]]:
-            h = hashlib.blake2b(digest_size=20)
+            h = hashlib.blake2b(digest_size=_KEY_DIGEST)
             opaque: list[object] = []
             _feed(h, key(*args, **kwargs) if key is not None else (args, kwargs), opaque)
             return h.hexdigest(), tuple(opaque)
@@ -292,17 +295,18 @@ def cached(target: Any = None, /, *, maxsize: int | None = 128, max_bytes: int |
                                   "give cached(key=...) a function returning plain values")
             disk.put(digest, value)
 
-        def run_sync(args: tuple[Any, ...], kwargs: dict[str, Any], compute: Callable[[], Any]) -> Any:
+        def lookup_or_compute(args: tuple[Any, ...], kwargs: dict[str, Any],
+                              compute: Callable[[], Generator[Any, Any, Any]]) -> Generator[Any, Any, Any]:
             k = make_key(args, kwargs)
             state, got = cache.lookup(k)
             if state == "hit":
                 return got
             if state == "wait":
-                return got.result()
+                return (yield Wait(got))
             try:
                 found, value = from_disk(*k)
                 if not found:
-                    value = compute()
+                    value = yield from compute()
                     to_disk(*k, value)
                 value = cache.store(k, value)
             except BaseException as exc:
@@ -311,60 +315,24 @@ def cached(target: Any = None, /, *, maxsize: int | None = 128, max_bytes: int |
             cache.finish(k, got, value)
             return value
 
-        wrapper: Any
-        if kind == "async":
-            @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                k = make_key(args, kwargs)
-                state, got = cache.lookup(k)
-                if state == "hit":
-                    return got
-                if state == "wait":
-                    return await asyncio.wrap_future(got)
-                try:
-                    found, value = from_disk(*k)
-                    if not found:
-                        value = await fn(*args, **kwargs)
-                        to_disk(*k, value)
-                    value = cache.store(k, value)
-                except BaseException as exc:
-                    cache.finish(k, got, error=exc)
-                    raise
-                cache.finish(k, got, value)
-                return value
-            wrapper = async_wrapper
-        elif kind == "generator":
-            @functools.wraps(fn)
-            def gen_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
-                yield from run_sync(args, kwargs, lambda: tuple(fn(*args, **kwargs)))
-            wrapper = gen_wrapper
-        elif kind == "async_generator":
-            @functools.wraps(fn)
-            async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-                k = make_key(args, kwargs)
-                state, got = cache.lookup(k)
-                if state == "wait":
-                    got = await asyncio.wrap_future(got)
-                elif state == "own":
-                    try:
-                        items = tuple([item async for item in fn(*args, **kwargs)])
-                        value = cache.store(k, items)
-                    except BaseException as exc:
-                        cache.finish(k, got, error=exc)
-                        raise
-                    cache.finish(k, got, value)
-                    got = value
-                for item in got:
-                    yield item
-            wrapper = agen_wrapper
-        else:
-            @functools.wraps(fn)
-            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return run_sync(args, kwargs, lambda: fn(*args, **kwargs))
-            wrapper = sync_wrapper
-        wrapper.statistics = cache.statistics
-        wrapper.cache_clear = cache.clear
-        return wrapper  # type: ignore[no-any-return]
+        def run() -> Generator[Any, Any, Any]:
+            return (yield CALL)
+
+        def collect() -> Generator[Any, Any, Any]:
+            yield START
+            return (yield COLLECT)
+
+        def call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Generator[Any, Any, Any]:
+            return (yield from lookup_or_compute(args, kwargs, run))
+
+        def iterate(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Generator[Any, Any, Any]:
+            # the items are materialised once, cached as a tuple and replayed
+            for item in (yield from lookup_or_compute(args, kwargs, collect)):
+                yield Emit(item)
+
+        wrapped: F = make_wrapper(fn, call=call, iterate=iterate,
+                                  attributes={"statistics": cache.statistics, "cache_clear": cache.clear})
+        return wrapped
 
     if callable(target):
         return decorate(target)

@@ -1,56 +1,42 @@
 """Crash-safe checkpoints: safetensors files plus an atomically replaced JSON manifest.
 
-A save writes ``step-<step>-<id>.safetensors`` through a temporary file (fsync,
-rename, fsync of the directory), then replaces ``manifest.json`` the same way, and
-only then deletes the files that retention dropped. The manifest is the single
-source of truth: a process killed at any instant leaves either the old manifest
-(whose files all still exist) or the new one (whose files are all complete). Every
-file's sha256 and size are in the manifest and are checked on restore.
+:class:`Checkpoints` is what a training loop uses: it turns tensors (NumPy or torch)
+into a safetensors file, hands the file to the directory's
+:class:`~weft.train._checkpoint_store.CheckpointStore` (manifest, lock, retention,
+garbage removal) and restores checkpoints with their sha256 checked. Saves can run in
+the background, in order, on one weft worker thread.
 """
 
 from __future__ import annotations
 
 import builtins
-import contextlib
 import json
 import logging
-import math
 import os
 import threading
 import time
-import uuid
+import warnings
 from collections.abc import Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
 import numpy as np
 
+from weft._checks import check_int, check_one_of
 from weft.errors import CheckpointError, ConfigError
-from weft.train._atomic import TMP_PREFIX, atomic_write, fsync_directory
+from weft.train._atomic import staged_write
+from weft.train._checkpoint_store import MANIFEST, CheckpointInfo, CheckpointStore, Retention
 from weft.train._safetensors import BF16, load_safetensors, write_safetensors
 
-__all__ = ["Checkpoint", "CheckpointInfo", "CheckpointStatistics", "Checkpoints"]
+__all__ = ["Checkpoint", "CheckpointInfo", "CheckpointSave", "CheckpointStatistics", "Checkpoints"]
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-_FORMAT = "weft-checkpoints/1"
-
-
-@dataclass(frozen=True, kw_only=True)
-class CheckpointInfo:
-    """One saved checkpoint as the manifest describes it (nothing loaded)."""
-
-    step: int
-    path: Path
-    sha256: str
-    size: int
-    created: float
-    metrics: Mapping[str, float] = field(default_factory=dict)
-    config: Mapping[str, Any] = field(default_factory=dict)
+#: CheckpointInfo fields a CheckpointSave still forwards (deprecated) to its info.
+_FORWARDED = frozenset({"path", "sha256", "size", "created", "metrics", "config"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +61,8 @@ class Checkpoint:
 
 @dataclass(frozen=True, kw_only=True)
 class CheckpointStatistics:
+    """Counters of one :class:`Checkpoints`; durations in seconds."""
+
     saves: int
     restores: int
     removed: int
@@ -84,6 +72,71 @@ class CheckpointStatistics:
     blocked_seconds: float   # time callers spent inside save(), summed
     last_save_seconds: float
     pending: int
+
+
+class CheckpointSave:
+    """What :meth:`Checkpoints.save` returns, whether the save runs in the background or not.
+
+    ``step`` is known at once; ``done()`` says whether the file and the manifest are
+    written; ``result(timeout=None)`` (or the ``info`` property) waits for that and returns
+    the :class:`CheckpointInfo`. A failed background save raises
+    :class:`~weft.errors.CheckpointError` from ``result()``, and also from the next
+    ``save()`` or ``wait()``, so it is never lost.
+    """
+
+    __slots__ = ("_directory", "_future", "step")
+
+    def __init__(self, step: int, future: Future[CheckpointInfo], directory: Path) -> None:
+        self.step = step
+        self._future = future
+        self._directory = directory
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self, timeout: float | None = None) -> CheckpointInfo:
+        """The saved checkpoint's info, once written (waits at most ``timeout`` seconds)."""
+        try:
+            return self._future.result(timeout)
+        except TimeoutError:
+            raise CheckpointError(f"the checkpoint of step {self.step} in {str(self._directory)!r} is still "
+                                  f"being written after {timeout} s; call result() again or "
+                                  "Checkpoints.wait()") from None
+        except Exception as exc:
+            raise _failed(self._directory, exc) from exc
+
+    @property
+    def info(self) -> CheckpointInfo:
+        """``result()``: the saved checkpoint's info, waiting for the write if needed."""
+        return self.result()
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The error of a failed save, a CheckpointError whose ``__cause__`` is the original
+        (None if it succeeded); waits like ``result()``."""
+        try:
+            self.result(timeout)
+        except CheckpointError as exc:
+            if not self._future.done():
+                raise
+            return exc
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        # save() returned a CheckpointInfo when not in the background; keep `.path` & co.
+        # working for one release
+        if name in _FORWARDED:
+            warnings.warn(f"Checkpoints.save() returns a CheckpointSave: use .info.{name} (or "
+                          f".result().{name}) instead of .{name}", DeprecationWarning, stacklevel=2)
+            return getattr(self.result(), name)
+        raise AttributeError(f"'CheckpointSave' object has no attribute {name!r}")
+
+    def __repr__(self) -> str:
+        state = "done" if self._future.done() else "pending"
+        return f"CheckpointSave(step={self.step}, {state})"
+
+
+def _failed(directory: Path, error: BaseException) -> CheckpointError:
+    return CheckpointError(f"a background checkpoint save in {str(directory)!r} failed: {error}")
 
 
 def _is_torch(value: object) -> bool:
@@ -120,77 +173,51 @@ def _json_safe(name: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
 class Checkpoints:
     """A directory of checkpoints with retention, integrity checks and optional background saves.
 
-    ``keep_last`` most recent steps are kept, plus the ``keep_best`` best by ``metric``
-    (``mode="min"`` or ``"max"``). ``background=True`` makes every save return at once
-    after copying the tensors; the write happens on one weft worker thread, in order.
+    ``keep_last`` most recent steps are kept (None: all), plus the ``keep_best`` best by
+    ``metric`` (``mode="min"`` or ``"max"``). ``save()`` returns a :class:`CheckpointSave`
+    either way; with ``background=True`` it returns as soon as the tensors are copied and
+    the write happens on one weft worker thread, in order (``wait()`` flushes).
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, keep_last: int | None = 3, keep_best: int = 0,
                  metric: str | None = None, mode: Literal["min", "max"] = "min", background: bool = False,
                  durable: bool = True) -> None:
-        if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1):
-            raise ConfigError(f"keep_last must be a positive integer or None (keep all), got {keep_last!r}")
-        if isinstance(keep_best, bool) or not isinstance(keep_best, int) or keep_best < 0:
-            raise ConfigError(f"keep_best must be an integer >= 0, got {keep_best!r}")
-        if keep_best and not metric:
-            raise ConfigError("keep_best needs metric=, the name of the metric that ranks checkpoints")
-        if mode not in ("min", "max"):
-            raise ConfigError(f"mode must be 'min' or 'max', got {mode!r}")
+        Retention(keep_last=keep_last, keep_best=keep_best, metric=metric, mode=mode)  # checks the values
         self.directory = Path(directory)
         self.keep_last, self.keep_best, self.metric, self.mode = keep_last, keep_best, metric, mode
         self.background, self.durable = background, durable
-        self._lock = threading.Lock()          # manifest read-modify-write in this process
+        self._store = CheckpointStore(self.directory, durable=durable)
         self._stats_lock = threading.Lock()
         self._executor: Any = None
         self._pending: builtins.list[Future[CheckpointInfo]] = []
-        self._cleaned = False
         self._saves = self._restores = self._removed = self._bytes_written = self._bytes_read = 0
         self._save_seconds = self._blocked_seconds = self._last_save_seconds = 0.0
 
+    def _retention(self) -> Retention:
+        # built per use from the attributes, which stay plain (and settable) as they always were
+        return Retention(keep_last=self.keep_last, keep_best=self.keep_best, metric=self.metric, mode=self.mode)
+
     # -- reading -------------------------------------------------------------------
-    def _read_manifest(self) -> builtins.list[CheckpointInfo]:
-        path = self.directory / MANIFEST
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            return []
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"checkpoint manifest {str(path)!r} is corrupted ({exc}); "
-                                  "the safetensors files beside it are intact and load with "
-                                  "weft.train.load_safetensors") from None
-        if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise CheckpointError(f"{str(path)!r} is not a weft checkpoint manifest (format "
-                                  f"{data.get('format') if isinstance(data, dict) else None!r})")
-        try:
-            return [CheckpointInfo(step=int(e["step"]), path=self.directory / e["file"], sha256=e["sha256"],
-                                   size=int(e["size"]), created=float(e["created"]),
-                                   metrics=e.get("metrics", {}), config=e.get("config", {}))
-                    for e in data["checkpoints"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint manifest {str(path)!r} has a bad entry ({exc})") from None
+    def checkpoints(self) -> builtins.list[CheckpointInfo]:
+        """Every checkpoint in the manifest, oldest step first."""
+        return sorted(self._store.read(), key=lambda i: i.step)
 
     def list(self) -> builtins.list[CheckpointInfo]:
-        """Every checkpoint in the manifest, oldest step first."""
-        return sorted(self._read_manifest(), key=lambda i: i.step)
+        """Deprecated name of :meth:`checkpoints` (it shadowed the builtin ``list``)."""
+        warnings.warn("Checkpoints.list() is deprecated; use Checkpoints.checkpoints()",
+                      DeprecationWarning, stacklevel=2)
+        return self.checkpoints()
 
     def latest(self) -> CheckpointInfo | None:
-        entries = self.list()
+        entries = self.checkpoints()
         return entries[-1] if entries else None
 
     def best(self) -> CheckpointInfo | None:
         """The checkpoint with the best ``metric`` (None if none has it)."""
         if not self.metric:
             raise ConfigError("best() needs Checkpoints(..., metric='name')")
-        ranked = self._ranked(self.list())
+        ranked = self._retention().ranked(self.checkpoints())
         return ranked[0] if ranked else None
-
-    def _ranked(self, entries: builtins.list[CheckpointInfo]) -> builtins.list[CheckpointInfo]:
-        assert self.metric is not None
-        scored = [e for e in entries if isinstance(e.metrics.get(self.metric), int | float)
-                  and not math.isnan(e.metrics[self.metric])]
-        sign = 1.0 if self.mode == "min" else -1.0
-        return sorted(scored, key=lambda e: (sign * float(e.metrics[self.metric or ""]), -e.step))
 
     def restore(self, step: int | None = None, *, framework: Literal["numpy", "torch"] = "numpy",
                 verify: bool = True) -> Checkpoint:
@@ -199,9 +226,8 @@ class Checkpoints:
         Raises :class:`CheckpointError` naming the file if it is missing, truncated or
         corrupted. ``framework="torch"`` returns torch tensors (bfloat16 included).
         """
-        if framework not in ("numpy", "torch"):
-            raise ConfigError(f"framework must be 'numpy' or 'torch', got {framework!r}")
-        entries = self.list()
+        check_one_of("framework", framework, ("numpy", "torch"))
+        entries = self.checkpoints()
         if not entries:
             raise CheckpointError(f"no checkpoint in {str(self.directory)!r} (no {MANIFEST} or it is empty)")
         if step is None:
@@ -232,19 +258,21 @@ class Checkpoints:
 
     # -- writing -------------------------------------------------------------------
     def save(self, step: int, tensors: Mapping[str, Any], *, metrics: Mapping[str, float] | None = None,
-             config: Mapping[str, Any] | None = None, background: bool | None = None,
-             ) -> CheckpointInfo | Future[CheckpointInfo]:
+             config: Mapping[str, Any] | None = None, background: bool | None = None) -> CheckpointSave:
         """Save ``tensors`` (name -> NumPy array or torch tensor) for ``step``.
 
-        Returns the :class:`CheckpointInfo`, or with background saving a Future of it:
-        the call then blocks only while the tensors are copied. A failed background
-        save is raised by the next ``save()`` or by ``wait()``.
+        Returns a :class:`CheckpointSave`: ``.info`` (or ``.result()``) is the
+        :class:`CheckpointInfo` once written. Without background saving the write is done
+        when this returns; with it, the call blocks only while the tensors are copied. A
+        failed background save is raised by its handle, the next ``save()`` and ``wait()``.
         """
         started = time.perf_counter()
-        if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
-            raise ConfigError(f"step must be an integer >= 0, got {step!r}")
+        if isinstance(step, np.integer):
+            step = int(step)
+        check_int("step", step, minimum=0)
         if not isinstance(tensors, Mapping):
             raise ConfigError(f"tensors must be a mapping of name -> array, got {type(tensors).__name__}")
+        retention = self._retention()
         use_background = self.background if background is None else background
         self._raise_failed()
         arrays = {name: _to_numpy(name, value, copy=use_background) for name, value in tensors.items()}
@@ -252,11 +280,14 @@ class Checkpoints:
         conf = _json_safe("config", config)
         try:
             if not use_background:
-                return self._write(int(step), arrays, meta, conf)
-            future: Future[CheckpointInfo] = self._worker().submit(self._write, int(step), arrays, meta, conf)
+                done: Future[CheckpointInfo] = Future()
+                done.set_result(self._write(step, arrays, meta, conf, retention))
+                return CheckpointSave(step, done, self.directory)
+            future: Future[CheckpointInfo] = self._worker().submit(self._write, step, arrays, meta, conf,
+                                                                   retention)
             with self._stats_lock:
                 self._pending.append(future)
-            return future
+            return CheckpointSave(step, future, self.directory)
         finally:
             with self._stats_lock:
                 self._blocked_seconds += time.perf_counter() - started
@@ -276,87 +307,36 @@ class Checkpoints:
         for future in done:
             error = future.exception()
             if error is not None:
-                raise CheckpointError(f"a background checkpoint save in {str(self.directory)!r} failed: "
-                                      f"{error}") from error
+                raise _failed(self.directory, error) from error
 
     def wait(self) -> None:
         """Block until every background save has finished; raise the first failure."""
         with self._stats_lock:
-            pending = list(self._pending)
+            pending = builtins.list(self._pending)
         for future in pending:
             future.exception()
         self._raise_failed()
 
     def _write(self, step: int, arrays: dict[str, Any], metrics: dict[str, Any], config: dict[str, Any],
-               ) -> CheckpointInfo:
+               retention: Retention) -> CheckpointInfo:
         started = time.perf_counter()
         self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"step-{step:010d}-{uuid.uuid4().hex[:8]}.safetensors"
-        path = self.directory / name
+        path = self._store.new_path(step)
         header = {"weft": json.dumps({"step": step, "metrics": metrics, "config": config})}
-        with atomic_write(path, durable=self.durable) as f:
+        with staged_write(path, durable=self.durable) as (f, staged):
             sha, size = write_safetensors(f, arrays, header)
         info = CheckpointInfo(step=step, path=path, sha256=sha, size=size, created=time.time(),
                               metrics=metrics, config=config)
-        with self._lock, _DirectoryLock(self.directory):
-            current = self._read_manifest()
-            entries = [e for e in current if e.step != step]
-            replaced = [e for e in current if e.step == step]
-            entries.append(info)
-            kept, dropped = self._retain(entries)
-            self._write_manifest(kept)
-            for old in dropped + replaced:
-                with contextlib.suppress(FileNotFoundError):
-                    old.path.unlink()
-            if not self._cleaned:
-                self._remove_garbage()
-                self._cleaned = True
-            if self.durable and (dropped or replaced):
-                fsync_directory(self.directory)
+        removed = self._store.add(info, staged, retention)
         elapsed = time.perf_counter() - started
         with self._stats_lock:
             self._saves += 1
-            self._removed += len(dropped) + len(replaced)
+            self._removed += removed
             self._bytes_written += size
             self._save_seconds += elapsed
             self._last_save_seconds = elapsed
         logger.debug("saved checkpoint step %d to %s (%d bytes, %.3f s)", step, path, size, elapsed)
         return info
-
-    def _retain(self, entries: builtins.list[CheckpointInfo]) -> tuple[builtins.list[CheckpointInfo], builtins.list[CheckpointInfo]]:
-        by_step = sorted(entries, key=lambda e: e.step)
-        keep = {e.step for e in (by_step if self.keep_last is None else by_step[-self.keep_last:])}
-        if self.keep_best and self.metric:
-            keep |= {e.step for e in self._ranked(by_step)[:self.keep_best]}
-        return [e for e in by_step if e.step in keep], [e for e in by_step if e.step not in keep]
-
-    def _write_manifest(self, entries: builtins.list[CheckpointInfo]) -> None:
-        data = {"format": _FORMAT, "checkpoints": [
-            {"step": e.step, "file": e.path.name, "sha256": e.sha256, "size": e.size, "created": e.created,
-             "metrics": dict(e.metrics), "config": dict(e.config)} for e in entries]}
-        with atomic_write(self.directory / MANIFEST, durable=self.durable) as f:
-            f.write(json.dumps(data, indent=1).encode())
-
-    def _remove_garbage(self) -> None:
-        """Delete what a killed save left: temporary files of dead processes, and
-        checkpoint files no manifest entry points to."""
-        listed = {e.path.name for e in self._read_manifest()}
-        try:
-            manifest_time = (self.directory / MANIFEST).stat().st_mtime
-        except FileNotFoundError:
-            manifest_time = 0.0
-        for path in self.directory.iterdir():
-            if path.name.startswith(TMP_PREFIX):
-                pid = path.name.rsplit(".", 2)[-2] if path.name.count(".") >= 2 else ""
-                if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
-            elif (path.name.startswith("step-") and path.suffix == ".safetensors" and path.name not in listed
-                  and path.stat().st_mtime < manifest_time):
-                # older than the last manifest update and not in it: dropped or orphaned by a
-                # kill (a concurrent writer's newer file is left alone)
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
 
     # -- lifecycle -----------------------------------------------------------------
     def statistics(self) -> CheckpointStatistics:
@@ -388,35 +368,3 @@ class Checkpoints:
     def __repr__(self) -> str:
         return (f"Checkpoints({str(self.directory)!r}, keep_last={self.keep_last}, keep_best={self.keep_best}, "
                 f"metric={self.metric!r}, mode={self.mode!r}, background={self.background})")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class _DirectoryLock:
-    """An advisory lock on ``<directory>/.lock`` so two processes never interleave
-    manifest updates (no-op where ``fcntl`` is missing)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / ".lock"
-        self.fd = -1
-
-    def __enter__(self) -> None:
-        try:
-            import fcntl
-        except ImportError:
-            return
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)  # closing releases the flock
-            self.fd = -1

@@ -1,4 +1,4 @@
-"""``weft runs list | show | compare | plot``: the tracker from the command line.
+"""``weft runs list | show | compare | plot | ui | export``: the tracker from the command line.
 
 rich and matplotlib are imported inside the commands so ``weft --help`` stays fast.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,7 +21,8 @@ __all__ = ["register", "runs_app"]
 
 DEFAULT_DB = "runs/weft.db"
 
-runs_app = typer.Typer(name="runs", help="List, show, compare and plot tracked runs.", no_args_is_help=True)
+runs_app = typer.Typer(name="runs", help="List, show, compare, plot, browse and export tracked runs.",
+                       no_args_is_help=True)
 
 DbOption = Annotated[str | None, typer.Option("--db", help=f"Tracker database (default: $WEFT_DB or {DEFAULT_DB}).")]
 
@@ -92,6 +94,7 @@ def list_runs(db: DbOption = None,
 @runs_app.command()
 def show(run: Annotated[str, typer.Argument(help="Run id, id prefix or name.")], db: DbOption = None) -> None:
     """Show one run: params, tags, every metric (count, last, min, max), artifacts."""
+    import numpy as np
     from rich.console import Console
     from rich.table import Table
 
@@ -116,14 +119,19 @@ def show(run: Annotated[str, typer.Argument(help="Run id, id prefix or name.")],
         head.add_row(f"tag {k}", _num(v))
     for name, path in info.artifacts.items():
         head.add_row(f"artifact {name}", path)
+    if info.error:
+        head.add_row("error", info.error.rstrip().splitlines()[-1])
     console.print(head)
     if series:
         table = Table(title="metrics", header_style="bold")
-        for column in ("metric", "points", "first step", "last step", "last", "min", "max"):
+        for column in ("metric", "points", "first step", "last step", "last", "min", "max", "nan"):
             table.add_column(column)
         for key, s in series.items():
+            finite_or_inf = s.values[~np.isnan(s.values)]
+            low, high = (_num(float(finite_or_inf.min())), _num(float(finite_or_inf.max()))) \
+                if len(finite_or_inf) else ("nan", "nan")
             table.add_row(key, str(len(s.values)), str(int(s.steps[0])), str(int(s.steps[-1])),
-                          _num(float(s.values[-1])), _num(float(s.values.min())), _num(float(s.values.max())))
+                          _num(float(s.values[-1])), low, high, str(len(s.values) - len(finite_or_inf)))
         console.print(table)
 
 
@@ -177,6 +185,7 @@ def plot(runs: Annotated[list[str], typer.Argument(help="One or more runs (id, p
 def write_plot(series: list[tuple[RunInfo, Any]], metric: str, output: Path) -> None:
     """Draw ``metric`` against step for each (run, series) into a PNG (matplotlib, Agg)."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -184,7 +193,12 @@ def write_plot(series: list[tuple[RunInfo, Any]], metric: str, output: Path) -> 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     try:
         for info, s in series:
-            ax.plot(s.steps, s.values, label=f"{info.name} ({info.id[:6]})", linewidth=1.5)
+            (line,) = ax.plot(s.steps, s.values, label=f"{info.name} ({info.id[:6]})", linewidth=1.5)
+            bad = ~np.isfinite(s.values)
+            if bad.any():
+                # NaN and inf cannot be drawn as values: mark their steps at the top edge instead
+                ax.plot(s.steps[bad], np.ones(int(bad.sum())), "x", color=line.get_color(), clip_on=False,
+                        transform=ax.get_xaxis_transform(), label=f"{info.name}: nan/inf ({int(bad.sum())})")
         ax.set_xlabel("step")
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} by step")
@@ -195,6 +209,70 @@ def write_plot(series: list[tuple[RunInfo, Any]], metric: str, output: Path) -> 
         fig.savefig(output, format="png")
     finally:
         plt.close(fig)
+
+
+@runs_app.command("ui")
+def runs_ui(db: DbOption = None,
+            host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the page to the network.")]
+            = "127.0.0.1",
+            port: Annotated[int, typer.Option(help="TCP port (0 = any free port).")] = 8080,
+            token: Annotated[str | None, typer.Option(envvar="WEFT_RUNS_TOKEN",
+                                                      help="Require 'Authorization: Bearer TOKEN' for the API; "
+                                                           "the printed URL carries it to the page.")] = None,
+            ) -> None:
+    """Browse and compare runs in a browser: a local page, live while runs are logging."""
+    from weft.errors import WeftError
+    from weft.train._runs_ui._server import RunsPageServer
+
+    path = _db_path(db)
+    try:
+        page = RunsPageServer(path, host=host, port=port, token=token)
+    except WeftError as exc:
+        typer.echo(f"weft runs ui: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    def announce(url: str) -> None:
+        shown = f"{url}/#token={token}" if token else f"{url}/"
+        typer.echo(f"weft runs ui: {path} on {shown} (read-only; Ctrl-C stops)")
+        sys.stdout.flush()  # a pipe reading the URL gets it now, not at exit
+
+    try:
+        page.run(on_ready=announce)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down: a normal stop
+        typer.echo("weft runs ui: stopped")
+    except WeftError as exc:
+        typer.echo(f"weft runs ui: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@runs_app.command("export")
+def runs_export(runs: Annotated[list[str], typer.Argument(help="Runs to export (id, id prefix or name).")],
+                tensorboard: Annotated[Path | None, typer.Option(
+                    "--tensorboard", help="Write TensorBoard event files here, one folder per run.")] = None,
+                csv_path: Annotated[Path | None, typer.Option(
+                    "--csv", help="Write every point as CSV rows to this file.")] = None,
+                json_path: Annotated[Path | None, typer.Option(
+                    "--json", help="Write the runs and every point as JSON to this file.")] = None,
+                db: DbOption = None) -> None:
+    """Export runs: TensorBoard event files (no TensorFlow needed), CSV or JSON."""
+    from weft.errors import TrackerError
+    from weft.train._export import export_csv, export_json, export_tensorboard
+
+    if tensorboard is None and csv_path is None and json_path is None:
+        typer.echo("weft runs export: choose at least one of --tensorboard DIR, --csv FILE, --json FILE", err=True)
+        raise typer.Exit(2)
+    with _open(db) as tracker:
+        try:
+            if tensorboard is not None:
+                files = export_tensorboard(tracker, runs, tensorboard)
+                typer.echo(f"wrote {len(files)} TensorBoard event file(s) under {tensorboard} "
+                           f"(tensorboard --logdir {tensorboard})")
+            if csv_path is not None:
+                typer.echo(f"wrote {export_csv(tracker, runs, csv_path)} rows to {csv_path}")
+            if json_path is not None:
+                typer.echo(f"wrote {export_json(tracker, runs, json_path)} run(s) to {json_path}")
+        except TrackerError as exc:
+            raise _fail(exc) from None
 
 
 def register(app: typer.Typer) -> None:

@@ -8,18 +8,26 @@ so nothing is formatted when the level is disabled.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any, TypeVar
 
+from weft._checks import check_int
 from weft.errors import ConfigError
-from weft.train._wrap import kind_of
+from weft.train._wrap import CALL, NEXT, START, Emit, Finished, kind_of, make_wrapper
 
 __all__ = ["logged", "summarize"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Containers with more items than this are summarised by their length alone, and only
+#: the first level of nesting is shown: a log line stays one readable line.
+_MAX_ITEMS = 4
+#: The narrowest ``width`` that still fits ``ndarray[...`` or a cut string and its "…".
+_MIN_WIDTH = 8
+#: An exception's message is cut to this many characters in the error line.
+_ERROR_WIDTH = 200
 
 
 def summarize(value: object, *, width: int = 60, _depth: int = 0) -> str:
@@ -37,12 +45,12 @@ def summarize(value: object, *, width: int = 60, _depth: int = 0) -> str:
             return f"{text[:width - 1]}…({len(value)} chars)"
         return f"{type(value).__name__}[{len(value)} bytes]"
     if isinstance(value, Mapping):
-        if _depth >= 1 or len(value) > 4:
+        if _depth >= 1 or len(value) > _MAX_ITEMS:
             return f"{type(value).__name__}[{len(value)} keys]"
         inner = ", ".join(f"{k!r}: {summarize(v, width=width // 2, _depth=_depth + 1)}" for k, v in value.items())
         return _cut("{" + inner + "}", width)
     if isinstance(value, list | tuple | set | frozenset):
-        if _depth >= 1 or len(value) > 4:
+        if _depth >= 1 or len(value) > _MAX_ITEMS:
             return f"{type(value).__name__}[len={len(value)}]"
         inner = ", ".join(summarize(v, width=width // 2, _depth=_depth + 1) for v in value)
         if isinstance(value, list):
@@ -76,14 +84,12 @@ def logged(target: Any = None, /, *, logger: logging.Logger | str | None = None,
     finishes, with the number of items it yielded). ``exc_info=True`` adds the traceback
     to the error line; the exception itself always propagates unchanged.
     """
-    if not isinstance(width, int) or width < 8:
-        raise ConfigError(f"width must be an integer >= 8, got {width!r}")
+    check_int("width", width, minimum=_MIN_WIDTH)
 
     def decorate(fn: F) -> F:
         log = (logger if isinstance(logger, logging.Logger)
                else logging.getLogger(logger or getattr(fn, "__module__", None) or __name__))
         name = getattr(fn, "__qualname__", repr(fn))
-        kind = kind_of(fn)
 
         def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, float] | None:
             if not log.isEnabledFor(min(level, error_level)):
@@ -98,68 +104,41 @@ def logged(target: Any = None, /, *, logger: logging.Logger | str | None = None,
         def failed(ctx: tuple[str, float] | None, exc: BaseException) -> None:
             if ctx is not None and log.isEnabledFor(error_level):
                 log.log(error_level, "%s(%s) raised %s: %s after %.3f ms", name, ctx[0], type(exc).__name__,
-                        _cut(str(exc), 200), (time.perf_counter() - ctx[1]) * 1e3, exc_info=exc if exc_info else None)
+                        _cut(str(exc), _ERROR_WIDTH), (time.perf_counter() - ctx[1]) * 1e3, exc_info=exc if exc_info else None)
 
-        wrapper: Any
-        if kind == "async":
-            @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                ctx = start(args, kwargs)
-                try:
-                    result = await fn(*args, **kwargs)
-                except BaseException as exc:
-                    failed(ctx, exc)
-                    raise
-                done(ctx, _result_type(result))
-                return result
-            wrapper = async_wrapper
-        elif kind == "generator":
-            @functools.wraps(fn)
-            def gen_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
-                ctx = start(args, kwargs)
-                count = 0
-                try:
-                    for item in fn(*args, **kwargs):
-                        count += 1
-                        yield item
-                except GeneratorExit:
-                    done(ctx, f"generator closed after {count} item(s)")
-                    raise
-                except BaseException as exc:
-                    failed(ctx, exc)
-                    raise
-                done(ctx, f"generator of {count} item(s)")
-            wrapper = gen_wrapper
-        elif kind == "async_generator":
-            @functools.wraps(fn)
-            async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-                ctx = start(args, kwargs)
-                count = 0
-                try:
-                    async for item in fn(*args, **kwargs):
-                        count += 1
-                        yield item
-                except GeneratorExit:
-                    done(ctx, f"async generator closed after {count} item(s)")
-                    raise
-                except BaseException as exc:
-                    failed(ctx, exc)
-                    raise
-                done(ctx, f"async generator of {count} item(s)")
-            wrapper = agen_wrapper
-        else:
-            @functools.wraps(fn)
-            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                ctx = start(args, kwargs)
-                try:
-                    result = fn(*args, **kwargs)
-                except BaseException as exc:
-                    failed(ctx, exc)
-                    raise
-                done(ctx, _result_type(result))
-                return result
-            wrapper = sync_wrapper
-        return wrapper  # type: ignore[no-any-return]
+        def call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Generator[Any, Any, Any]:
+            ctx = start(args, kwargs)
+            try:
+                result = yield CALL
+            except BaseException as exc:
+                failed(ctx, exc)
+                raise
+            done(ctx, _result_type(result))
+            return result
+
+        def iterate(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Generator[Any, Any, Any]:
+            # one line when the generator finishes, with the number of items it yielded
+            ctx = start(args, kwargs)
+            count = 0
+            try:
+                yield START
+                while True:
+                    item = yield NEXT
+                    if isinstance(item, Finished):
+                        break
+                    count += 1
+                    yield Emit(item)
+            except GeneratorExit:
+                done(ctx, f"{label} closed after {count} item(s)")
+                raise
+            except BaseException as exc:
+                failed(ctx, exc)
+                raise
+            done(ctx, f"{label} of {count} item(s)")
+
+        label = "async generator" if kind_of(fn) == "async_generator" else "generator"
+        wrapped: F = make_wrapper(fn, call=call, iterate=iterate)
+        return wrapped
 
     if callable(target):
         return decorate(target)

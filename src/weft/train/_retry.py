@@ -8,18 +8,28 @@ of them), and a note says how many attempts were made. Exceptions not listed in
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator
+import warnings
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from weft._checks import check_int, check_number
 from weft.errors import ConfigError
-from weft.train._wrap import kind_of, qualified_name
+from weft.train._wrap import (
+    CALL,
+    NEXT,
+    REST,
+    START,
+    Emit,
+    Finished,
+    Sleep,
+    make_wrapper,
+    qualified_name,
+)
 
 __all__ = ["RetryEvent", "RetryStatistics", "retry"]
 
@@ -56,7 +66,7 @@ class _Policy:
     multiplier: float
     max_delay: float
     jitter: float
-    deadline: float | None
+    timeout: float | None
 
     def delay(self, failures: int, rng: random.Random) -> float:
         base = min(self.max_delay, self.backoff * self.multiplier ** (failures - 1))
@@ -87,40 +97,46 @@ def _give_up(errors: list[BaseException], attempts: int, name: str) -> BaseExcep
 
 def retry(*, attempts: int = 3, on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
           backoff: float = 0.1, multiplier: float = 2.0, max_delay: float = 30.0, jitter: float = 0.1,
-          deadline: float | None = None, on_retry: Callable[[RetryEvent], object] | None = None,
+          timeout: float | None = None, on_retry: Callable[[RetryEvent], object] | None = None,
           clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], object] | None = None,
-          seed: int | None = None) -> Callable[[F], F]:
+          seed: int | None = None, deadline: float | None = None) -> Callable[[F], F]:
     """Call the function again when it raises one of ``on``.
 
     The n-th retry sleeps ``min(max_delay, backoff * multiplier**(n-1))`` scaled by a
     random factor in ``[1 - jitter, 1 + jitter]`` (then capped at ``max_delay``). With
-    ``deadline`` (seconds), no retry starts whose sleep would end past it. ``clock`` and
-    ``sleep`` can be replaced (tests); an async function awaits ``sleep`` if it returns
-    an awaitable, and uses ``asyncio.sleep`` by default. A generator is retried only if
-    it fails before yielding its first item: after that, items would repeat.
-    The decorated function gains ``.statistics()`` (a :class:`RetryStatistics`).
+    ``timeout`` (seconds since the first attempt started), no retry starts whose sleep
+    would end past it. ``clock`` and ``sleep`` can be replaced (tests); an async
+    function awaits ``sleep`` if it returns an awaitable, and uses ``asyncio.sleep`` by
+    default. A generator is retried only if it fails before yielding its first item:
+    after that, items would repeat. The decorated function gains ``.statistics()``
+    (a :class:`RetryStatistics`). ``deadline=`` is the former name of ``timeout=``
+    (deprecated).
     """
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-        raise ConfigError(f"attempts must be an integer >= 1, got {attempts!r}")
+    if deadline is not None:
+        if timeout is not None:
+            raise ConfigError("retry() got both timeout= and deadline=; pass only timeout= "
+                              "(deadline= is its deprecated name)")
+        warnings.warn("retry(deadline=...) is deprecated; pass timeout=... (the same seconds)",
+                      DeprecationWarning, stacklevel=2)
+        timeout = deadline
+    check_int("attempts", attempts)
     errors_on = on if isinstance(on, tuple) else (on,)
     if not errors_on or not all(isinstance(e, type) and issubclass(e, BaseException) for e in errors_on):
         raise ConfigError(f"on must be an exception class or a tuple of them, got {on!r}")
-    for label, value in (("backoff", backoff), ("max_delay", max_delay)):
-        if not isinstance(value, int | float) or value < 0:
-            raise ConfigError(f"{label} must be a number >= 0 (seconds), got {value!r}")
-    if not isinstance(multiplier, int | float) or multiplier < 1:
-        raise ConfigError(f"multiplier must be >= 1, got {multiplier!r}")
-    if not isinstance(jitter, int | float) or not 0 <= jitter <= 1:
+    check_number("backoff", backoff)
+    check_number("max_delay", max_delay)
+    check_number("timeout", timeout, none=True)
+    check_number("multiplier", multiplier, minimum=1.0)
+    if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter <= 1:
         raise ConfigError(f"jitter must be a fraction in [0, 1], got {jitter!r}")
     policy = _Policy(attempts=attempts, on=errors_on, backoff=float(backoff), multiplier=float(multiplier),
-                     max_delay=float(max_delay), jitter=float(jitter), deadline=deadline)
+                     max_delay=float(max_delay), jitter=float(jitter), timeout=timeout)
     rng = random.Random(seed)
     rng_lock = threading.Lock()
 
     def decorate(fn: F) -> F:
         name = qualified_name(fn)
         state = _State()
-        kind = kind_of(fn)
 
         def next_delay(failures: int, error: BaseException, started: float) -> float | None:
             """Seconds to wait before the next attempt, or None to give up."""
@@ -129,7 +145,7 @@ def retry(*, attempts: int = 3, on: type[BaseException] | tuple[type[BaseExcepti
             with rng_lock:
                 delay = policy.delay(failures, rng)
             elapsed = clock() - started
-            if policy.deadline is not None and elapsed + delay > policy.deadline:
+            if policy.timeout is not None and elapsed + delay > policy.timeout:
                 return None
             with state.lock:
                 state.retries += 1
@@ -155,82 +171,34 @@ def retry(*, attempts: int = 3, on: type[BaseException] | tuple[type[BaseExcepti
                 state.calls += 1
             return clock()
 
-        wrapper: Any
-        if kind == "async":
-            @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                started = count_call()
-                errors: list[BaseException] = []
-                while True:
-                    try:
-                        return await fn(*args, **kwargs)
-                    except policy.on as exc:
-                        delay = after_failure(errors, exc, started)
-                    await _async_sleep(sleep, delay)
-            wrapper = async_wrapper
-        elif kind == "generator":
-            @functools.wraps(fn)
-            def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-                started = count_call()
-                errors: list[BaseException] = []
-                while True:
-                    inner = fn(*args, **kwargs)
-                    try:
-                        first = next(inner)
-                    except StopIteration as stop:
-                        return stop.value
-                    except policy.on as exc:
-                        delay = after_failure(errors, exc, started)
-                        (sleep or time.sleep)(delay)
-                        continue
-                    yield first
-                    return (yield from inner)
-            wrapper = gen_wrapper
-        elif kind == "async_generator":
-            @functools.wraps(fn)
-            async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-                started = count_call()
-                errors: list[BaseException] = []
-                while True:
-                    inner = fn(*args, **kwargs)
-                    try:
-                        first = await inner.__anext__()
-                    except StopAsyncIteration:
-                        return
-                    except policy.on as exc:
-                        delay = after_failure(errors, exc, started)
-                        await _async_sleep(sleep, delay)
-                        continue
-                    yield first
-                    async for item in inner:
-                        yield item
-                    return
-            wrapper = agen_wrapper
-        else:
-            @functools.wraps(fn)
-            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                started = count_call()
-                errors: list[BaseException] = []
-                while True:
-                    try:
-                        return fn(*args, **kwargs)
-                    except policy.on as exc:
-                        delay = after_failure(errors, exc, started)
-                    (sleep or time.sleep)(delay)
-            wrapper = sync_wrapper
-        wrapper.statistics = state.statistics
-        return wrapper  # type: ignore[no-any-return]
+        def call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Generator[Any, Any, Any]:
+            started = count_call()
+            errors: list[BaseException] = []
+            while True:
+                try:
+                    return (yield CALL)
+                except policy.on as exc:
+                    delay = after_failure(errors, exc, started)
+                yield Sleep(delay, sleep)
+
+        def iterate(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Generator[Any, Any, Any]:
+            # retried until the first item; afterwards a retry would repeat items
+            started = count_call()
+            errors: list[BaseException] = []
+            while True:
+                yield START
+                try:
+                    first = yield NEXT
+                except policy.on as exc:
+                    delay = after_failure(errors, exc, started)
+                    yield Sleep(delay, sleep)
+                    continue
+                if isinstance(first, Finished):
+                    return first.value
+                yield Emit(first)
+                return (yield REST)
+
+        wrapped: F = make_wrapper(fn, call=call, iterate=iterate, attributes={"statistics": state.statistics})
+        return wrapped
 
     return decorate
-
-
-async def _async_sleep(sleep: Callable[[float], object] | None, delay: float) -> None:
-    if sleep is None:
-        import asyncio  # here, not at the top: `import weft.train` stays light
-
-        await asyncio.sleep(delay)
-        return
-    result = sleep(delay)
-    if inspect.isawaitable(result):
-        await result
-

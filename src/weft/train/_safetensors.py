@@ -36,14 +36,20 @@ _TO_NUMPY: dict[str, str] = {
     "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?",
 }
 _FROM_NUMPY: dict[str, str] = {np.dtype(v).str: k for k, v in _TO_NUMPY.items() if k != "BF16"}
+#: The largest header a reader accepts, about the safetensors package's own limit (100 MB),
+#: so a corrupted length field cannot make a reader allocate gigabytes.
 _MAX_HEADER = 100 * 1024 * 1024
+#: Bytes per write/read call when hashing inline: large enough that call overhead vanishes,
+#: small enough to be a slice of any real checkpoint.
 _CHUNK = 64 * 1024 * 1024
 
 #: A tensor to write: a NumPy array, or (dtype tag, array) for tags NumPy lacks (BF16).
 TensorLike = Any
 
-#: Below this many bytes the digest is computed inline; above, on a helper thread.
+#: Below this many bytes the digest is computed inline; above, on a helper thread, where
+#: overlapping it with the I/O saves more than handing the chunks over costs.
 _OVERLAP_MIN = 16 * 1024 * 1024
+#: Chunk size while hashing beside the I/O: small enough that the two overlap well.
 _CHUNK_OVERLAP = 8 * 1024 * 1024
 
 

@@ -9,18 +9,18 @@ timed("step"):`` in the process adds to the same statistics.
 from __future__ import annotations
 
 import contextvars
-import functools
 import logging
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
+from weft._checks import check_int
 from weft.errors import ConfigError
-from weft.train._wrap import kind_of, qualified_name
+from weft.train._wrap import CALL, NEXT, START, Emit, Finished, make_wrapper, qualified_name
 
 __all__ = ["Timer", "TimingStatistics", "timed", "timings"]
 
@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: Durations sampled per timer for p50/p95: from 1,024 samples a p95 is off by about 0.7
+#: percentile points (one standard error, sqrt(0.95 * 0.05 / 1024)), in 8 KiB per timer.
 _RESERVOIR = 1024
 
 
@@ -55,8 +57,7 @@ class Timer:
 
     def __init__(self, name: str, *, clock: Callable[[], float] = time.perf_counter,
                  log: int | None = None, reservoir: int = _RESERVOIR) -> None:
-        if not isinstance(reservoir, int) or reservoir < 1:
-            raise ConfigError(f"reservoir must be a positive integer, got {reservoir!r}")
+        check_int("reservoir", reservoir)
         self.name = name
         self.clock = clock
         self.log = log
@@ -115,7 +116,8 @@ class Timer:
                  tb: TracebackType | None) -> None:
         stack = self._starts.get()
         if not stack:
-            raise RuntimeError(f"timer {self.name!r} exited without being entered")
+            raise ConfigError(f"timer {self.name!r} exited without being entered; use it as "
+                              "`with timer:` or as a decorator")
         self._starts.set(stack[:-1])
         self.record(self.clock() - stack[-1], error=exc_type is not None)
 
@@ -140,86 +142,43 @@ def _percentile(sorted_sample: list[float], q: float) -> float:
 
 
 def _wrap(fn: Callable[..., Any], timer: Timer) -> Any:
-    kind = kind_of(fn)
     clock = timer.clock
-    if kind == "async":
-        @functools.wraps(fn)
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = clock()
-            failed = True
-            try:
-                result = await fn(*args, **kwargs)
-                failed = False
-                return result
-            finally:
-                timer.record(clock() - start, error=failed)
-        wrapper: Any = async_wrapper
-    elif kind == "generator":
+
+    def call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Generator[Any, Any, Any]:
+        start = clock()
+        failed = True
+        try:
+            result = yield CALL
+            failed = False
+            return result
+        finally:
+            timer.record(clock() - start, error=failed)
+
+    def iterate(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Generator[Any, Any, Any]:
         # time spent inside the generator body, summed over its steps, recorded once
-        @functools.wraps(fn)
-        def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-            inner = fn(*args, **kwargs)
-            spent = 0.0
-            failed = True
-            try:
-                while True:
-                    start = clock()
-                    try:
-                        item = next(inner)
-                    except StopIteration as stop:
-                        spent += clock() - start
-                        failed = False
-                        return stop.value
+        yield START
+        spent = 0.0
+        failed = True
+        try:
+            while True:
+                start = clock()
+                try:
+                    item = yield NEXT
+                finally:
                     spent += clock() - start
-                    try:
-                        yield item
-                    except GeneratorExit:
-                        failed = False  # the consumer stopped early: not an error
-                        raise
-            finally:
-                inner.close()
-                timer.record(spent, error=failed)
-        wrapper = gen_wrapper
-    elif kind == "async_generator":
-        @functools.wraps(fn)
-        async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            inner = fn(*args, **kwargs)
-            spent = 0.0
-            failed = True
-            try:
-                while True:
-                    start = clock()
-                    try:
-                        item = await inner.__anext__()
-                    except StopAsyncIteration:
-                        spent += clock() - start
-                        failed = False
-                        return
-                    spent += clock() - start
-                    try:
-                        yield item
-                    except GeneratorExit:
-                        failed = False
-                        raise
-            finally:
-                await inner.aclose()
-                timer.record(spent, error=failed)
-        wrapper = agen_wrapper
-    else:
-        @functools.wraps(fn)
-        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = clock()
-            failed = True
-            try:
-                result = fn(*args, **kwargs)
-                failed = False
-                return result
-            finally:
-                timer.record(clock() - start, error=failed)
-        wrapper = sync_wrapper
-    wrapper.statistics = timer.statistics
-    wrapper.timer = timer
-    return wrapper
+                if isinstance(item, Finished):
+                    failed = False
+                    return item.value
+                try:
+                    yield Emit(item)
+                except GeneratorExit:
+                    failed = False  # the consumer stopped early: not an error
+                    raise
+        finally:
+            timer.record(spent, error=failed)
+
+    return make_wrapper(fn, call=call, iterate=iterate,
+                        attributes={"statistics": timer.statistics, "timer": timer})
 
 
 _registry: dict[str, Timer] = {}

@@ -1,5 +1,10 @@
 """An experiment tracker in one SQLite file: runs, params, tags, metrics, artifacts.
 
+Metric values are stored faithfully, NaN and +/-inf included. A run remembers the
+process that writes it: a ``running`` run whose process is gone (killed, crashed,
+out of memory) on this host reads as ``crashed``. A run that ends in an exception
+is ``failed`` and keeps the exception's traceback in ``RunInfo.error``.
+
 The database is in WAL mode (readers never block the writer), every write is one
 ``BEGIN IMMEDIATE`` transaction (the write lock is taken up front, so two writers
 never deadlock upgrading a read lock), SQLite's ``busy_timeout`` waits for the lock
@@ -12,10 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import socket
 import sqlite3
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,7 +34,9 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from weft.errors import ConfigError, TrackerError
+from weft.runtime import pid_alive
 from weft.train._retry import retry
+from weft.train._tracker_schema import ensure_schema, write_points
 
 __all__ = ["MetricSeries", "Run", "RunInfo", "Tracker", "TrackerStatistics"]
 
@@ -34,17 +44,10 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL,
-    created REAL NOT NULL, ended REAL, params TEXT NOT NULL DEFAULT '{}', tags TEXT NOT NULL DEFAULT '{}');
-CREATE TABLE IF NOT EXISTS metrics (
-    run_id TEXT NOT NULL REFERENCES runs(id), key TEXT NOT NULL, step INTEGER NOT NULL,
-    value REAL NOT NULL, time REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics(run_id, key, step);
-CREATE TABLE IF NOT EXISTS artifacts (
-    run_id TEXT NOT NULL REFERENCES runs(id), name TEXT NOT NULL, path TEXT NOT NULL, time REAL NOT NULL);
-"""
+# The longest traceback kept for a failed run (its end, where the error is, is kept).
+MAX_ERROR_CHARS = 20_000
+_HOST = socket.gethostname()
+_RUN_COLUMNS = "id, name, weft_status(status, pid, host), created, ended, params, tags, error"
 
 
 class _Busy(sqlite3.OperationalError):
@@ -62,6 +65,7 @@ class RunInfo:
     tags: Mapping[str, Any] = field(default_factory=dict)
     summary: Mapping[str, float] = field(default_factory=dict)   # last value of each metric
     artifacts: Mapping[str, str] = field(default_factory=dict)
+    error: str | None = None   # the traceback of a failed run
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,13 +105,7 @@ class Tracker:
         self._connections: list[sqlite3.Connection] = []
         self._writes = self._rows = self._busy = 0
         self._closed = False
-        def create(db: sqlite3.Connection) -> None:
-            # statement by statement: executescript() would commit the open transaction
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-
-        self._write(create, schema=True)
+        self._write(lambda db: ensure_schema(db), schema=True)
 
     # -- connections and the retried write --------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -119,6 +117,7 @@ class Tracker:
             db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             self._retrying(lambda: db.execute("PRAGMA journal_mode = WAL").fetchone())
             db.execute("PRAGMA synchronous = NORMAL")
+            db.create_function("weft_status", 3, effective_status)
             self._local.db = db
             with self._lock:
                 self._connections.append(db)
@@ -178,49 +177,62 @@ class Tracker:
         name = name or time.strftime("run-%Y%m%d-%H%M%S-") + run_id[:4]
         params_json, tags_json = _dumps("params", params), _dumps("tags", tags)
         self._write(lambda db: db.execute(
-            "INSERT INTO runs (id, name, status, created, params, tags) VALUES (?, ?, 'running', ?, ?, ?)",
-            (run_id, name, time.time(), params_json, tags_json)).rowcount)
+            "INSERT INTO runs (id, name, status, created, params, tags, pid, host) "
+            "VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
+            (run_id, name, time.time(), params_json, tags_json, os.getpid(), _HOST)).rowcount)
         return Run(self, run_id, name)
 
     def resume_run(self, ref: str) -> Run:
         """Continue logging to an existing run (marks it ``running`` again)."""
         info = self.run(ref)
-        self._write(lambda db: db.execute("UPDATE runs SET status='running', ended=NULL WHERE id=?",
-                                          (info.id,)).rowcount)
+        self._write(lambda db: db.execute(
+            "UPDATE runs SET status='running', ended=NULL, error=NULL, pid=?, host=? WHERE id=?",
+            (os.getpid(), _HOST, info.id)).rowcount)
         last = self._read("SELECT MAX(step) FROM metrics WHERE run_id=?", (info.id,))[0][0]
         return Run(self, info.id, info.name, next_step=0 if last is None else int(last) + 1)
 
     # -- querying --------------------------------------------------------------------
     def runs(self, *, status: str | None = None, limit: int | None = None) -> list[RunInfo]:
-        """Runs, newest first, each with the last value of every metric."""
-        sql = "SELECT id, name, status, created, ended, params, tags FROM runs"
+        """Runs, newest first, each with the last value of every metric and its artifacts.
+
+        ``status`` is as shown: ``crashed`` selects runs whose writing process is gone.
+        """
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
         args: list[Any] = []
         if status is not None:
-            sql += " WHERE status = ?"
+            sql += " WHERE weft_status(status, pid, host) = ?"
             args.append(status)
         sql += " ORDER BY created DESC, rowid DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         rows = self._read(sql, args)
-        summaries = self._summaries([r[0] for r in rows])
-        return [_info(r, summaries.get(r[0], {})) for r in rows]
+        ids = [r[0] for r in rows]
+        summaries, artifacts = self._summaries(ids), self._artifacts(ids)
+        return [_info(r, summaries.get(r[0], {}), artifacts.get(r[0], {})) for r in rows]
 
     def _summaries(self, ids: list[str]) -> dict[str, dict[str, float]]:
-        if not ids:
-            return {}
-        marks = ",".join("?" * len(ids))
-        rows = self._read(
-            "SELECT run_id, key, value FROM (SELECT run_id, key, value, ROW_NUMBER() OVER "
-            "(PARTITION BY run_id, key ORDER BY step DESC, time DESC) AS rn FROM metrics "
-            f"WHERE run_id IN ({marks})) WHERE rn = 1 ORDER BY key", ids)
         out: dict[str, dict[str, float]] = {}
-        for run_id, key, value in rows:
-            out.setdefault(run_id, {})[key] = value
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(f"SELECT run_id, key, last_value FROM metric_summary WHERE run_id IN ({marks}) "
+                              "ORDER BY key", chunk)
+            for run_id, key, value in rows:
+                out.setdefault(run_id, {})[key] = math.nan if value is None else value
+        return out
+
+    def _artifacts(self, ids: list[str]) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(f"SELECT run_id, name, path FROM artifacts WHERE run_id IN ({marks}) "
+                              "ORDER BY time, rowid", chunk)
+            for run_id, name, path in rows:
+                out.setdefault(run_id, {})[name] = path
         return out
 
     def run(self, ref: str) -> RunInfo:
         """A run by id, by name (the newest of that name) or by a unique id prefix."""
-        cols = "SELECT id, name, status, created, ended, params, tags FROM runs"
+        cols = f"SELECT {_RUN_COLUMNS} FROM runs"
         rows = self._read(f"{cols} WHERE id = ?", (ref,))
         rows = rows or self._read(f"{cols} WHERE name = ? ORDER BY created DESC LIMIT 1", (ref,))
         if not rows:
@@ -232,9 +244,7 @@ class Tracker:
             raise TrackerError(f"no run {ref!r} in {str(self.path)!r} (recent runs: {known}); "
                                "see `weft runs list`")
         row = rows[0]
-        artifacts = {name: path for name, path in self._read(
-            "SELECT name, path FROM artifacts WHERE run_id = ? ORDER BY time", (row[0],))}
-        return _info(row, self._summaries([row[0]]).get(row[0], {}), artifacts)
+        return _info(row, self._summaries([row[0]]).get(row[0], {}), self._artifacts([row[0]]).get(row[0], {}))
 
     def metric_keys(self, ref: str) -> list[str]:
         run_id = self.run(ref).id
@@ -257,13 +267,11 @@ class Tracker:
         """The run whose ``metric`` (its last value, or its min or max) is best."""
         if mode not in ("min", "max") or reduce not in ("last", "min", "max"):
             raise ConfigError(f"mode must be 'min' or 'max' and reduce 'last', 'min' or 'max'; got {mode!r}, {reduce!r}")
-        if reduce == "last":
-            inner = ("SELECT run_id, value FROM (SELECT run_id, value, ROW_NUMBER() OVER (PARTITION BY run_id "
-                     "ORDER BY step DESC, time DESC) AS rn FROM metrics WHERE key = ?) WHERE rn = 1")
-        else:
-            inner = f"SELECT run_id, {reduce.upper()}(value) AS value FROM metrics WHERE key = ? GROUP BY run_id"
+        column = {"last": "last_value", "min": "min_value", "max": "max_value"}[reduce]
         order = "ASC" if mode == "min" else "DESC"
-        rows = self._read(f"SELECT run_id, value FROM ({inner}) ORDER BY value {order} LIMIT 1", (metric,))
+        # NaN is stored as NULL: a diverged run is never the best one
+        rows = self._read(f"SELECT run_id, {column} FROM metric_summary WHERE key = ? AND {column} IS NOT NULL "
+                          f"ORDER BY {column} {order} LIMIT 1", (metric,))
         if not rows:
             return None
         return self.run(rows[0][0]), float(rows[0][1])
@@ -306,11 +314,10 @@ class Run:
             self._next_step = max(self._next_step, int(step) + 1)
         now = time.time()
         try:
-            rows = [(self.id, str(k), int(step), float(v), now) for k, v in metrics.items()]
+            points = [(str(k), int(step), float(v), now) for k, v in metrics.items()]
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"metric values must be numbers: {exc} in {metrics!r}") from None
-        self.tracker._write(lambda db: db.executemany(
-            "INSERT INTO metrics (run_id, key, step, value, time) VALUES (?, ?, ?, ?, ?)", rows).rowcount)
+        self.tracker._write(lambda db: write_points(db, self.id, points))
         return int(step)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -336,9 +343,14 @@ class Run:
             "INSERT INTO artifacts (run_id, name, path, time) VALUES (?, ?, ?, ?)",
             (self.id, name or Path(path).name, resolved, time.time())).rowcount)
 
-    def finish(self, status: str = "finished") -> None:
-        self.tracker._write(lambda db: db.execute("UPDATE runs SET status = ?, ended = ? WHERE id = ?",
-                                                  (status, time.time(), self.id)).rowcount)
+    def finish(self, status: str = "finished", *, error: BaseException | str | None = None) -> None:
+        """End the run with ``status``; ``error`` (an exception or text) is kept as its error."""
+        if isinstance(error, BaseException):
+            error = "".join(traceback.format_exception(error))
+        if error is not None:
+            error = str(error)[-MAX_ERROR_CHARS:]
+        self.tracker._write(lambda db: db.execute("UPDATE runs SET status = ?, ended = ?, error = ? WHERE id = ?",
+                                                  (status, time.time(), error, self.id)).rowcount)
 
     def __enter__(self) -> Run:
         return self
@@ -348,7 +360,7 @@ class Run:
         if exc_type is None:
             self.finish("finished")
         else:
-            self.finish("interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed")
+            self.finish("interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed", error=exc)
 
     def __repr__(self) -> str:
         return f"Run(id={self.id!r}, name={self.name!r})"
@@ -365,7 +377,20 @@ def _dumps(what: str, value: Mapping[str, Any] | None) -> str:
         raise ConfigError(f"{what} must be JSON-serialisable: {exc}") from None
 
 
+def effective_status(status: str, pid: int | None, host: str | None) -> str:
+    """The status as shown: a ``running`` run whose writer on this host is gone has ``crashed``."""
+    if status == "running" and pid is not None and host == _HOST and pid != os.getpid() and not pid_alive(pid):
+        return "crashed"
+    return status
+
+
+def _chunks(ids: list[str], size: int = 500) -> Iterable[list[str]]:
+    # SQLite limits the number of bound parameters in one statement
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
+
+
 def _info(row: tuple[Any, ...], summary: dict[str, float], artifacts: dict[str, str] | None = None) -> RunInfo:
-    run_id, name, status, created, ended, params, tags = row
+    run_id, name, status, created, ended, params, tags, error = row
     return RunInfo(id=run_id, name=name, status=status, created=created, ended=ended, params=json.loads(params),
-                   tags=json.loads(tags), summary=summary, artifacts=artifacts or {})
+                   tags=json.loads(tags), summary=summary, artifacts=artifacts or {}, error=error)

@@ -35,11 +35,15 @@ print(json.dumps(out))
 """
 
 
+#: A failure bound for one child run (a full-size run takes seconds).
+_CHILD_TIMEOUT_SECONDS = 300.0
+
+
 def child_samples(executable: str, jit: str, n: int, warmups: int, repeats: int) -> list[float]:
     """Timings of the workload in a fresh ``executable`` with ``PYTHON_JIT=jit``."""
     env = dict(os.environ, PYTHON_JIT=jit)
     out = subprocess.run([executable, "-c", _CHILD, str(n), str(warmups), str(repeats)],
-                         env=env, capture_output=True, text=True, timeout=300, check=True)
+                         env=env, capture_output=True, text=True, timeout=_CHILD_TIMEOUT_SECONDS, check=True)
     samples: list[float] = json.loads(out.stdout)
     return samples
 

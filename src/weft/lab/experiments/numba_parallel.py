@@ -7,6 +7,7 @@ from typing import Any
 from weft.lab._claim import Claim
 from weft.lab._context import Context
 from weft.lab.experiments._numba import compiled, import_numba
+from weft.lab.experiments._work import set_scaling_threshold
 
 CLAIM = Claim(
     name="numba_parallel", group="numpy",
@@ -22,9 +23,10 @@ def measure(ctx: Context) -> None:
         ctx.skip("only one usable core: there is nothing for parallel=True to scale onto")
     n = ctx.pick(full=20_000_000, quick=10_000_000, smoke=200_000)
     ctx.param("items", n)
-    ctx.param("threads", ctx.cores)
-    numba.set_num_threads(min(ctx.cores, numba.config.NUMBA_NUM_THREADS))
-    ctx.set_threshold(0.7 * ctx.cores, f"threshold: 70% of {ctx.cores} cores = {0.7 * ctx.cores:g}x")
+    threads = min(ctx.cores, numba.config.NUMBA_NUM_THREADS)
+    ctx.param("threads", threads)
+    numba.set_num_threads(threads)
+    set_scaling_threshold(ctx, threads)
     a: Any = np.random.default_rng(0).random(n)
     njit, parallel = compiled(ctx, numba, a)
     ctx.time({"njit": lambda: njit(a), "parallel": lambda: parallel(a)})

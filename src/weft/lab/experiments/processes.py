@@ -7,7 +7,7 @@ import time
 
 from weft.lab._claim import Claim
 from weft.lab._context import Context
-from weft.lab.experiments._work import cpu_chunk, cpu_work
+from weft.lab.experiments._work import cpu_work, one_worker_per_core, set_scaling_threshold
 
 CLAIM = Claim(
     name="processes", group="parallelism",
@@ -19,13 +19,8 @@ CLAIM = Claim(
 
 
 def measure(ctx: Context) -> None:
-    if ctx.cores < 2:
-        ctx.skip("only one usable core: there is nothing for processes to scale onto")
-    workers = ctx.cores
-    n = cpu_chunk(ctx)
-    ctx.param("workers", workers)
-    ctx.param("iterations_per_worker", n)
-    ctx.set_threshold(0.7 * workers, f"threshold: 70% of {workers} cores = {0.7 * workers:g}x")
+    workers, n = one_worker_per_core(ctx, on_one_core="there is nothing for processes to scale onto")
+    set_scaling_threshold(ctx, workers)
     started = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         pool.map(cpu_work, [1] * workers, chunksize=1)  # every worker started and warm

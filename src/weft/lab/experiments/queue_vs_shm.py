@@ -18,6 +18,10 @@ CLAIM = Claim(
     source="the multiprocessing.shared_memory docs and 'zero-copy IPC' articles",
     baseline="queue", candidate="shared_memory", threshold=2.0)
 
+#: Failure bounds only: a reply takes milliseconds, and the child stops as soon as it reads "stop".
+_REPLY_TIMEOUT_SECONDS = 60.0
+_STOP_TIMEOUT_SECONDS = 30.0
+
 
 def measure(ctx: Context) -> None:
     np = import_numpy(ctx)
@@ -34,12 +38,12 @@ def measure(ctx: Context) -> None:
     try:
         def by_queue() -> None:
             requests.put("queue")
-            received: Any = replies.get(timeout=60)
+            received: Any = replies.get(timeout=_REPLY_TIMEOUT_SECONDS)
             assert received[-1] == n - 1
 
         def by_shm() -> None:
             requests.put("shm")
-            replies.get(timeout=60)
+            replies.get(timeout=_REPLY_TIMEOUT_SECONDS)
             assert views[0][-1] == n - 1
 
         ctx.time({"queue": by_queue, "shared_memory": by_shm})
@@ -47,7 +51,7 @@ def measure(ctx: Context) -> None:
                  "consumer reads it in place")
     finally:
         requests.put("stop")
-        child.join(timeout=30)
+        child.join(timeout=_STOP_TIMEOUT_SECONDS)
         if child.is_alive():
             child.kill()
             child.join()

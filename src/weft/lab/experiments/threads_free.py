@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import sysconfig
-
 from weft.lab._claim import Claim
 from weft.lab._context import Context
-from weft.lab.experiments._work import cpu_chunk, cpu_work, gil_enabled, note_cores_used
+from weft.lab.experiments._work import (
+    cpu_work,
+    note_cores_used,
+    one_worker_per_core,
+    set_scaling_threshold,
+)
 from weft.lab.experiments.threads_gil import run_threads
 
 CLAIM = Claim(
@@ -18,18 +21,15 @@ CLAIM = Claim(
 
 
 def measure(ctx: Context) -> None:
-    if not sysconfig.get_config_var("Py_GIL_DISABLED"):
+    from weft.runtime import gil_enabled, is_free_threaded_build
+
+    if not is_free_threaded_build():
         ctx.skip("not a free-threaded build (python3.13t or later); pass one with --python")
     if gil_enabled():
         ctx.skip("free-threaded build, but the GIL is enabled now (PYTHON_GIL=1 or an "
                  "extension that re-enabled it)")
-    if ctx.cores < 2:
-        ctx.skip("only one usable core: there is nothing for threads to scale onto")
-    workers = ctx.cores
-    n = cpu_chunk(ctx)
-    ctx.param("workers", workers)
-    ctx.param("iterations_per_worker", n)
-    ctx.set_threshold(0.7 * workers, f"threshold: 70% of {workers} cores = {0.7 * workers:g}x")
+    workers, n = one_worker_per_core(ctx, on_one_core="there is nothing for threads to scale onto")
+    set_scaling_threshold(ctx, workers)
     ctx.time({"serial": lambda: [cpu_work(n) for _ in range(workers)],
               "threads": lambda: run_threads(n, workers)})
     note_cores_used(ctx, "threads", workers)

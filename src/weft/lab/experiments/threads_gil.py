@@ -6,7 +6,8 @@ import threading
 
 from weft.lab._claim import Claim
 from weft.lab._context import Context
-from weft.lab.experiments._work import cpu_chunk, cpu_work, gil_enabled
+from weft.lab.experiments._work import cpu_chunk, cpu_work
+from weft.runtime import gil_enabled
 
 CLAIM = Claim(
     name="threads_gil", group="parallelism",

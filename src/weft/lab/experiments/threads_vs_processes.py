@@ -6,7 +6,7 @@ import multiprocessing
 
 from weft.lab._claim import Claim
 from weft.lab._context import Context
-from weft.lab.experiments._work import cpu_chunk, cpu_work
+from weft.lab.experiments._work import cpu_work, one_worker_per_core
 from weft.lab.experiments.threads_gil import run_threads
 
 CLAIM = Claim(
@@ -18,12 +18,7 @@ CLAIM = Claim(
 
 
 def measure(ctx: Context) -> None:
-    if ctx.cores < 2:
-        ctx.skip("only one usable core: neither threads nor processes can run in parallel")
-    workers = ctx.cores
-    n = cpu_chunk(ctx)
-    ctx.param("workers", workers)
-    ctx.param("iterations_per_worker", n)
+    workers, n = one_worker_per_core(ctx, on_one_core="neither threads nor processes can run in parallel")
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         pool.map(cpu_work, [1] * workers, chunksize=1)  # every worker started and warm
         ctx.note("spawn start method; the pool is started before timing (start-up excluded)")

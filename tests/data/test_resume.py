@@ -289,7 +289,7 @@ def pipelines(draw: st.DrawFn) -> tuple[Maker, bool, list[int]]:
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(pipelines())
+@given(case=pipelines())
 def test_random_pipelines_resume_exactly(case: tuple[Maker, bool, list[int]],
                                          format_dirs: dict[tuple[str, int], Path]) -> None:
     maker, deterministic, stops = case

@@ -193,10 +193,9 @@ class ParquetCatalog:
         for name in self.columns:
             column = scanned.get(name)
             if column is None:
+                # one value, converted as a scanned column would be (without pandas), repeated
                 value = self._partition_values[unit].get(name)
-                kind = self._dtypes[name]
-                numeric = value is not None and (pa.types.is_integer(kind) or pa.types.is_floating(kind))
-                column = np.full(n, value, dtype=kind.to_pandas_dtype() if numeric else object)
+                column = np.repeat(to_numpy(pa.array([value], type=self._dtypes[name]), pa), n)
             out.append(column)
         return out
 

@@ -48,6 +48,33 @@ def test_keys_follow_webdataset_naming(tmp_path: Path) -> None:
         ("dir/a", ["cls", "jpg", "seg.png"]), ("dir/b", ["x.txt"]), ("c", ["txt"])]
 
 
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_long_and_unicode_names_read_as_tarfile_reads_them(tmp_path: Path, fmt: int) -> None:
+    path = tmp_path / "names.tar"
+    # ustar splits the long name into prefix and name; GNU writes a long-name member; pax a path record
+    deep = "d" * 90 + "/" + "k" * 60
+    unicode = "clé/ü" if fmt == tarfile.PAX_FORMAT else "cle/u"
+    with tarfile.open(path, "w", format=fmt) as tar:
+        folder = tarfile.TarInfo("folder")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+        add_members(tar, deep, [("txt", b"deep"), ("cls", b"1")])
+        add_members(tar, unicode, [("json", b"{}")])
+    samples = list(wd.from_webdataset(path))
+    assert [(s["__key__"], sorted(k for k in s if not k.startswith("__"))) for s in samples] == [
+        (deep, ["cls", "txt"]), (unicode, ["json"])]
+    assert samples[0]["txt"] == b"deep"
+    # resume in the middle: the second sample starts at its first header (extension headers included)
+    pipe = wd.from_webdataset(path)
+    it = iter(pipe)
+    next(it)
+    state = pipe.state_dict()
+    pipe.close()
+    resumed = wd.from_webdataset(path)
+    resumed.load_state_dict(state)
+    assert [s["__key__"] for s in resumed] == [unicode]
+
+
 def test_patterns_braces_lists_and_nothing(shard_dir: Path, tmp_path: Path) -> None:
     assert ids(list(wd.from_webdataset(str(shard_dir / "shard-{000001..000002}.tar")))) == list(range(6, N))
     assert ids(list(wd.from_webdataset([shard_dir / "shard-000002.tar", shard_dir / "shard-000000.tar"]))) == \

@@ -106,31 +106,149 @@ def _mode(f: Any) -> _Mode:
     return next((mode for magic, mode in _COMPRESSED if head.startswith(magic)), plain)
 
 
+#: what member readers yield: (offset of the member's first header, name, data) per
+#: regular file, then (offset of the end-of-archive block, None, b"")
+Members = Generator[tuple[int, str | None, bytes], None, None]
+_ZEROS = bytes(_BLOCK)
+#: ustar's POSIX magic: only then do the 155 bytes at 345 hold a name prefix (GNU tar
+#: keeps times there)
+_POSIX_MAGIC = b"ustar\x0000"
+#: type flags of members whose data is a regular file's contents
+_FILE_TYPES = (b"0", b"\x00", b"7")
+#: reads of uncompressed shards: few system calls for many small members
+_BUFFER = 1 << 20
+
+
+def _torn(path: str, at: int, what: str) -> DataError:
+    return DataError(f"tar shard {path!r} ends early at byte {at} ({what}: truncated, or a damaged member "
+                     "header): replace the shard, or pass on_error='skip' to read the others")
+
+
+def _number(field: bytes, path: str, at: int) -> int:
+    """A numeric header field: octal text, or GNU's base-256 for large values."""
+    if field[0] & 0x80:
+        return int.from_bytes(field[1:], "big")
+    text = field.split(b"\x00", 1)[0].strip()
+    try:
+        return int(text or b"0", 8)
+    except ValueError:
+        raise _torn(path, at, f"a header field holds {text[:12]!r}, not a number") from None
+
+
+def _pax(data: bytes) -> dict[str, str]:
+    """The records of a pax extended header: ``"%d %s=%s\\n"``, length first."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(data):
+        space = data.find(b" ", i)
+        if space < 0:
+            break
+        length = int(data[i:space])
+        key, _, value = data[space + 1:i + length - 1].partition(b"=")
+        out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        i += length
+    return out
+
+
+def _plain_members(f: Any, path: str, offset: int) -> Members:
+    """The members of an uncompressed tar from byte ``offset``, read straight from the
+    headers: what tarfile's stream mode reads (ustar names with their prefix, GNU long
+    names, pax paths and sizes), without building a TarInfo per member, which costs
+    more than reading a small member's data."""
+    f.seek(offset)
+    pos = offset
+    first = None  # the offset of the first extension header before the member
+    long_name: str | None = None
+    pax: dict[str, str] = {}
+    read = f.read
+    while True:
+        header = read(_BLOCK)
+        if len(header) < _BLOCK:
+            raise _torn(path, pos, "no end-of-archive block" if not header else "inside a member header")
+        if header == _ZEROS:
+            yield pos, None, b""
+            return
+        stored = _number(header[148:156], path, pos)
+        if stored != sum(header) - sum(header[148:156]) + 256:
+            raise _torn(path, pos, "a member header whose checksum does not match")
+        size = _number(header[124:136], path, pos)
+        kind = header[156:157]
+        if "size" in pax:
+            size = int(pax["size"])
+        padded = (size + _BLOCK - 1) & ~(_BLOCK - 1)
+        start = pos if first is None else first
+        if kind in (b"L", b"x", b"g"):
+            data = read(padded)
+            if len(data) < padded:
+                raise _torn(path, pos, "inside an extended header")
+            if kind == b"L":
+                long_name = data[:size].split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
+            elif kind == b"x":
+                pax = _pax(data[:size])
+            first = start
+            pos += _BLOCK + padded
+            continue
+        if kind in _FILE_TYPES:
+            if long_name is not None:
+                name = long_name
+            elif "path" in pax:
+                name = pax["path"]
+            else:
+                name = header[:100].split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
+                if header[257:265] == _POSIX_MAGIC and header[345] != 0:
+                    prefix = header[345:500].split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
+                    name = f"{prefix}/{name}"
+            data = read(size)
+            if len(data) < size:
+                raise _torn(path, pos + _BLOCK + len(data), f"inside the data of member {name!r}")
+            if padded > size and len(read(padded - size)) < padded - size:
+                raise _torn(path, pos + _BLOCK + size, f"inside the padding of member {name!r}")
+            yield start, name, data
+        elif padded:
+            f.seek(padded, 1)  # a directory, link or device: nothing of a sample
+        first, long_name, pax = None, None, {}
+        pos += _BLOCK + padded
+
+
+def _tarfile_members(f: Any, mode: _Mode, path: str, skip_to: int) -> Members:
+    """The members of a compressed tar through tarfile's stream mode, those before
+    ``skip_to`` (offsets in the uncompressed archive) read past, not returned."""
+    tar = tarfile.open(fileobj=f, mode=mode)  # noqa: SIM115 - read_samples closes f
+    while True:
+        member = tar.next()
+        if member is None:
+            break
+        # tarfile keeps every member it met (an attribute its stubs omit): memory would grow
+        tar.members = []  # type: ignore[attr-defined]
+        if member.offset < skip_to or not member.isfile():
+            continue
+        extracted = tar.extractfile(member)
+        assert extracted is not None
+        yield member.offset, member.name, extracted.read()
+    # tarfile ends quietly at a torn or missing header; a whole archive ends with a block
+    # of zeros, read through the decompressor: its size tells a torn end
+    if tar.fileobj.tell() - tar.offset != _BLOCK:  # type: ignore[union-attr]
+        raise _torn(path, tar.offset, "no whole end-of-archive block")
+    yield tar.offset, None, b""
+
+
 def read_samples(path: str, offset: int) -> Samples:
     """``(start, sample, end)`` for every sample of the shard from byte ``offset`` on:
     ``start`` is the offset of the sample's first member header, ``end`` where the
-    next sample starts (at the last sample: the end-of-archive block)."""
-    with open(path, "rb") as f:
+    next sample starts (at the last sample: the end-of-archive block). Offsets count
+    in the uncompressed archive."""
+    with open(path, "rb", buffering=_BUFFER) as f:
         mode = _mode(f)
-        if mode == "r|":
-            f.seek(offset)
-            base, skip_to = offset, 0
-        else:
-            base, skip_to = 0, offset
-        tar = tarfile.open(fileobj=f, mode=mode)  # noqa: SIM115 - the with block closes f
+        members = _plain_members(f, path, offset) if mode == "r|" else _tarfile_members(f, mode, path, offset)
         key: str | None = None
         sample: Sample | None = None
         start = 0
-        while True:
-            member = tar.next()
-            if member is None:
-                break
-            # tarfile keeps every member it met (an attribute its stubs omit): memory would grow
-            tar.members = []  # type: ignore[attr-defined]
-            at = base + member.offset
-            if at < skip_to or not member.isfile():
-                continue
-            match = _NAME.match(member.name)
+        for at, name, data in members:
+            if name is None:
+                if sample is not None:
+                    yield start, sample, at
+                return
+            match = _NAME.match(name)
             if match is None:
                 continue  # no extension: not part of a sample (webdataset skips these too)
             prefix, ext = match.group(1), match.group(2).lower()
@@ -141,27 +259,7 @@ def read_samples(path: str, offset: int) -> Samples:
             elif ext in sample:  # type: ignore[operator]
                 raise DataError(f"tar shard {path!r}: sample {prefix!r} has two {ext!r} members: each "
                                 "extension may occur once per sample (keys must be consecutive and unique)")
-            extracted = tar.extractfile(member)
-            assert extracted is not None
-            sample[ext] = extracted.read()  # type: ignore[index]
-        end = base + tar.offset
-        _check_end(f, tar, mode, end, path)
-        if sample is not None:
-            yield start, sample, end
-
-
-def _check_end(f: Any, tar: tarfile.TarFile, mode: str, end: int, path: str) -> None:
-    """tarfile ends quietly at a torn or missing header; a whole archive ends with a
-    block of zeros."""
-    if mode == "r|":
-        f.seek(end)
-        block = f.read(_BLOCK)
-        whole = block == bytes(_BLOCK)
-    else:  # compressed: the block was read through the decompressor; its size tells a torn end
-        whole = tar.fileobj.tell() - tar.offset == _BLOCK  # type: ignore[union-attr]
-    if not whole:
-        raise DataError(f"tar shard {path!r} ends early at byte {end} (truncated, or a damaged member "
-                        "header): replace the shard, or pass on_error='skip' to read the others")
+            sample[ext] = data  # type: ignore[index]
 
 
 class WebDatasetSource(UnitSource):

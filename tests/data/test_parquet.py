@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -277,6 +279,17 @@ def test_import_weft_data_does_not_import_pyarrow() -> None:
     code = "import sys, weft.data; print('pyarrow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.skipif(not sysconfig.get_config_var("Py_GIL_DISABLED"), reason="a build with the GIL")
+def test_reading_parquet_leaves_the_gil_off(table_dir: Path) -> None:
+    code = ("import sys, weft.data as wd; n = sum(1 for _ in wd.from_parquet(sys.argv[1])); "
+            "print(n, sys._is_gil_enabled())")
+    # PYTHON_GIL=0 would keep the GIL off whatever pyarrow declares: leave the default
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON_GIL"}
+    out = subprocess.run([sys.executable, "-c", code, str(table_dir)], capture_output=True, text=True,
+                         check=True, timeout=120, env=env)
+    assert out.stdout.split() == [str(N), "False"], out.stderr
 
 
 def test_repr_names_the_source(table_dir: Path) -> None:

@@ -2,7 +2,8 @@
 
 Idempotent: an environment whose stamp records the same requirements is reused; one
 that failed to install is recorded with pip's reason and not retried for the same
-requirements. Ray runs in weft's own venv (it is one of weft's extras).
+requirements. Ray gets its own too: Ray Data's Parquet reader needs pandas, which weft's
+venvs do not install.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ PEERS: dict[str, list[str]] = {
     "datasets": ["datasets", "numpy<2.5"],
     "webdataset": ["webdataset", "numpy<2.5"],
     "spdl": ["spdl", "numpy<2.5"],
+    "ray": ["ray[data]", "numpy<2.5"],
 }
 
 

@@ -13,9 +13,9 @@ interleaved, ``--repeats`` times; the table gives the median, worst and best.
     python benchmarks/formats/run.py --setup-only     # data and peer environments only
 
 Run it alone (``flock /work/.locks/test.lock ...`` on a shared machine): every
-contender uses every core. Peers live in ``benchmarks/.envs`` (``envs.py``), Ray in
-weft's venv. Writes ``benchmarks/results/formats.json``, ``formats.png`` and
-``formats.md``.
+contender uses every core. Peers (Ray Data, datasets, webdataset, SPDL) live in their
+own venvs under ``benchmarks/.envs`` (``envs.py``). Writes
+``benchmarks/results/formats.json``, ``formats.png`` and ``formats.md``.
 """
 
 from __future__ import annotations
@@ -82,10 +82,11 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
                     Contender(format="parquet", name="weft_rows", label=f"weft rows{suffix}", interp=tag,
                               python=weft, limit=row_limit)]
             if tag == "gil":
+                python, why = peers["ray"]
                 for name, label, limit in [("ray_batches", "Ray Data iter_batches", 0),
                                            ("ray_rows", "Ray Data iter_rows", row_limit)]:
-                    out.append(Contender(format="parquet", name=name, label=label, interp=tag, python=weft,
-                                         limit=limit))
+                    out.append(Contender(format="parquet", name=name, label=label, interp=tag, python=python,
+                                         why_not=why, limit=limit))
                 python, why = peers["datasets"]
                 out += [Contender(format="parquet", name="datasets_batches", label="datasets streaming batches",
                                   interp=tag, python=python, why_not=why),

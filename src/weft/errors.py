@@ -10,6 +10,7 @@ keeps working for callers who do not know weft::
     ├── WorkerDied(RuntimeError)         a worker process died with work in flight
     ├── RemoteError(RuntimeError)        a worker raised something that cannot be sent back as is
     ├── ResumeError(ValueError)          a state_dict that does not fit the pipeline
+    ├── DataError(ValueError)            a data file that is truncated, corrupt or not in its format
     ├── CheckpointError(RuntimeError)    a missing, truncated or corrupted checkpoint
     ├── TrackerError(RuntimeError)       the experiment database refused an operation
     ├── ServeError(RuntimeError)         the model server failed to start or answer
@@ -24,6 +25,7 @@ __all__ = [
     "BackendUnavailable",
     "CheckpointError",
     "ConfigError",
+    "DataError",
     "ExecutorClosed",
     "LabError",
     "ModelError",
@@ -74,6 +76,11 @@ class RemoteError(WeftError, RuntimeError):
 
 class ResumeError(WeftError, ValueError):
     """A state_dict does not match the object it is loaded into."""
+
+
+class DataError(WeftError, ValueError):
+    """A data file a source reads is truncated, corrupt or not in its format; the
+    message names the file (and the member or line where it knows one)."""
 
 
 class CheckpointError(WeftError, RuntimeError):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import pickle
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import format_files as ff
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -75,6 +77,24 @@ def _jsonl(tmp: Path) -> Path:
     return path
 
 
+def _parquet(tmp: Path) -> Path:
+    root = tmp / "table"
+    if not root.exists():
+        ff.write_parquet(root, N, files=3, row_group=4)
+    return root
+
+
+def _shards(tmp: Path) -> Path:
+    root = tmp / "shards"
+    if not root.exists():
+        ff.write_shards(root, N, shards=4)
+    return root
+
+
+def _webdataset(tmp: Path) -> wd.Pipeline:
+    return wd.from_webdataset(_shards(tmp), decode=["cls"])
+
+
 # Each entry: (builder of a pipeline from a temp dir, whether its order is deterministic)
 STAGES: dict[str, tuple[Callable[[Path], wd.Pipeline], bool]] = {
     "source-random": (lambda t: wd.from_range(N), True),
@@ -100,6 +120,16 @@ STAGES: dict[str, tuple[Callable[[Path], wd.Pipeline], bool]] = {
     "take": (lambda t: wd.from_range(N).take(25), True),
     "skip": (lambda t: wd.from_range(N).skip(7), True),
     "epochs": (lambda t: wd.from_range(N // 2).shuffle(seed=1).epochs(3), True),
+    "source-parquet": (lambda t: wd.from_parquet(_parquet(t)).map(ff.row_id, workers=0), True),
+    "source-parquet-batches": (lambda t: wd.from_parquet(_parquet(t), rows="batches", batch_rows=3)
+                               .map(ff.batch_ids, workers=0), True),
+    "source-webdataset": (lambda t: _webdataset(t).map(ff.row_id, workers=0), True),
+    "parquet-shuffle-unordered": (lambda t: wd.from_parquet(_parquet(t)).shuffle(buffer=5, seed=3).map(
+        ff.row_id_jitter, workers=3, backend="thread", ordered=False, max_in_flight=6), False),
+    "webdataset-shuffle-unordered": (lambda t: _webdataset(t).shuffle(buffer=5, seed=3).map(
+        ff.row_id_jitter, workers=3, backend="thread", ordered=False, max_in_flight=6), False),
+    "webdataset-shuffle-process": (lambda t: _webdataset(t).shuffle(buffer=6, seed=1).map(
+        ff.row_id, workers=2, backend="process").prefetch(2), True),
 }
 
 
@@ -109,6 +139,8 @@ def test_every_stage_resumes_exactly(stage: str, stops: list[int], tmp_path: Pat
                                     request: pytest.FixtureRequest) -> None:
     if "-ray" in stage:
         request.getfixturevalue("ray_cluster")  # the session's cluster (skips where Ray is not installed)
+    if "parquet" in stage:
+        pytest.importorskip("pyarrow")
     build, deterministic = STAGES[stage]
     full = list(build(tmp_path))
     resumed = run_with_stops(lambda: build(tmp_path), stops)
@@ -182,10 +214,32 @@ def test_finished_state_resumes_to_nothing() -> None:
 
 
 # -- random pipelines ------------------------------------------------------------------
+#: sizes of the Parquet datasets and tar shards the random pipelines read
+FILE_SIZES = (0, 7, 23, 50)
+HAVE_ARROW = importlib.util.find_spec("pyarrow") is not None
+
+
+@pytest.fixture(scope="session")
+def format_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, int], Path]:
+    """A tar shard set for every size in FILE_SIZES and, where pyarrow is installed, a
+    Parquet dataset."""
+    base = tmp_path_factory.mktemp("formats")
+    dirs: dict[tuple[str, int], Path] = {}
+    for n in FILE_SIZES:
+        ff.write_shards(base / f"shards-{n}", n, shards=3)
+        dirs[("webdataset", n)] = base / f"shards-{n}"
+        if HAVE_ARROW:
+            dirs[("parquet", n)] = ff.write_parquet(base / f"table-{n}", n, files=3, row_group=3)
+    return dirs
+
+
+Maker = Callable[[dict[tuple[str, int], Path]], wd.Pipeline]
+
+
 @st.composite
-def pipelines(draw: st.DrawFn) -> tuple[Callable[[], wd.Pipeline], bool, list[int]]:
-    n = draw(st.integers(0, 50))
-    streaming = draw(st.booleans())
+def pipelines(draw: st.DrawFn) -> tuple[Maker, bool, list[int]]:
+    source = draw(st.sampled_from(["random", "stream", "webdataset"] + (["parquet"] if HAVE_ARROW else [])))
+    n = draw(st.sampled_from(FILE_SIZES)) if source in ("parquet", "webdataset") else draw(st.integers(0, 50))
     steps: list[tuple[str, dict[str, Any]]] = []
     batched = False
     deterministic = True
@@ -219,8 +273,13 @@ def pipelines(draw: st.DrawFn) -> tuple[Callable[[], wd.Pipeline], bool, list[in
         else:
             steps.append(("filter", {}))
 
-    def make() -> wd.Pipeline:
-        pipe = wd.from_iterable(Stream(n)) if streaming else wd.from_range(n)
+    def make(dirs: dict[tuple[str, int], Path]) -> wd.Pipeline:
+        if source == "parquet":
+            pipe = wd.from_parquet(dirs[("parquet", n)]).map(ff.row_id, workers=0)
+        elif source == "webdataset":
+            pipe = wd.from_webdataset(dirs[("webdataset", n)], decode=["cls"]).map(ff.row_id, workers=0)
+        else:
+            pipe = wd.from_iterable(Stream(n)) if source == "stream" else wd.from_range(n)
         for kind, args in steps:
             if kind == "map":
                 pipe = pipe.map(w.inc, backend="thread", **args)
@@ -234,10 +293,15 @@ def pipelines(draw: st.DrawFn) -> tuple[Callable[[], wd.Pipeline], bool, list[in
     return make, deterministic, stops
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(pipelines())
-def test_random_pipelines_resume_exactly(case: tuple[Callable[[], wd.Pipeline], bool, list[int]]) -> None:
-    make, deterministic, stops = case
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=pipelines())
+def test_random_pipelines_resume_exactly(case: tuple[Maker, bool, list[int]],
+                                         format_dirs: dict[tuple[str, int], Path]) -> None:
+    maker, deterministic, stops = case
+
+    def make() -> wd.Pipeline:
+        return maker(format_dirs)
+
     full = list(make())
     resumed = run_with_stops(make, stops)
     if deterministic:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -27,12 +28,108 @@ def test_one_shot_iterator_cannot_be_rewound() -> None:
     pipe = wd.from_iterable(gen)
     it = iter(pipe)
     assert [next(it) for _ in range(3)] == [0, 1, 2]
-    state = pipe.state_dict()
+    with pytest.warns(RuntimeWarning, match="one-shot iterator"):
+        state = pipe.state_dict()
     del it
     other = wd.from_iterable(iter(range(10)))
     other.load_state_dict(state)
     with pytest.raises(ResumeError, match="one-shot iterator"):
         list(other)
+    pipe.load_state_dict(state)  # the same iterator, in this process: it goes on from item 3
+    assert list(pipe) == [3, 4, 5, 6, 7, 8, 9]
+
+
+def test_a_generator_is_not_silently_empty_the_second_time() -> None:
+    pipe = wd.from_iterable(x * 2 for x in range(10)).batch(4)
+    assert len(list(pipe)) == 3
+    with pytest.raises(ConfigError, match=r"one-shot iterator.*already took 10 items.*cannot start over"):
+        list(pipe)
+    with pytest.raises(ConfigError, match="another pass or epoch"):
+        list(wd.from_iterable(x for x in range(5)).epochs(2))
+    again = wd.from_iterable(Restartable(5)).epochs(2)
+    assert list(again) == [0, 1, 2, 3, 4] * 2, "an object whose __iter__ starts over reads twice"
+
+
+class Restartable:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return (i for i in range(self.n))
+
+
+def test_state_dict_of_a_one_shot_source_says_so_when_saved() -> None:
+    pipe = wd.from_iterable(x for x in range(10))
+    it = iter(pipe)
+    next(it)
+    with pytest.warns(RuntimeWarning, match="one-shot iterator.*after a restart.*load_state_dict fails"):
+        pipe.state_dict()
+    pipe.close()
+    reiterable = wd.from_iterable(Restartable(10))
+    list(reiterable)
+    reiterable.state_dict()  # no warning (warnings are errors in this suite)
+
+
+def test_paths_that_match_nothing_are_config_errors_naming_them(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    cases = [
+        (lambda: wd.from_files(missing / "*.npy"), "from_files"),
+        (lambda: wd.from_files(tmp_path), "from_files"),  # a directory, not a pattern
+        (lambda: wd.from_npy(missing / "x.npy"), "from_npy"),
+        (lambda: wd.from_jsonl(missing / "x.jsonl"), "from_jsonl"),
+        (lambda: wd.from_webdataset(missing / "*.tar"), "from_webdataset"),
+    ]
+    for make, source in cases:
+        with pytest.raises(ConfigError, match=f"{source}: '.*' matches no file") as info:
+            make()
+        assert str(tmp_path) in str(info.value)
+    with pytest.raises(ConfigError, match=r"pattern such as '.*\*\*.*'"):
+        wd.from_files(tmp_path)
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "cats" / "notes.txt").write_text("no images here")
+    with pytest.raises(ConfigError, match=r"from_image_folder: .* hold no file ending in \.jpg"):
+        wd.from_image_folder(tmp_path)
+    assert isinstance(info.value, ValueError)
+
+
+def test_pad_collate_passed_uncalled_says_call_it() -> None:
+    with pytest.raises(ConfigError, match=r"call it, collate=pad_collate\(\)"):
+        wd.from_range(4).batch(2, collate=wd.pad_collate)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="collate must be a function"):
+        wd.from_range(4).batch(2, collate=3)  # type: ignore[arg-type]
+    padded = list(wd.from_iterable([[1], [2, 3]]).batch(2, collate=wd.pad_collate()))
+    assert padded[0].tolist() == [[1, 0], [2, 3]]
+
+
+def test_len_of_a_pipeline_where_it_is_known() -> None:
+    assert len(wd.from_range(10)) == 10
+    assert len(wd.from_range(10).shuffle(seed=0).shard(1, 3).map(str, workers=0).batch(2)) == 2
+    assert len(wd.from_array(np.zeros((7, 2))).batch(3, drop_last=True).prefetch(2)) == 2
+    assert len(wd.from_range(10).skip(3).take(5).epochs(3)) == 15
+    for unknown, why in [(wd.from_range(10).filter(bool), "filter"),
+                         (wd.from_iterable(iter([1, 2])), "stream"),
+                         (wd.from_range(3).map(str, on_error="skip"), "on_error='skip'"),
+                         (wd.from_range(3).epochs(None), "unbounded")]:
+        with pytest.raises(TypeError, match=why):
+            len(unknown)
+        assert unknown  # a pipeline is truthy even without a length
+
+
+def test_progress_total_comes_from_len() -> None:
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), force_terminal=False, width=120)
+    pipe = wd.from_range(96).batch(8)
+    assert len(list(wd.progress(pipe, console=console))) == 12
+    assert "12/12" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_repr_shows_the_stages() -> None:
+    pipe = (wd.from_range(40).shuffle(seed=3).map(str, workers=3, backend="thread", ordered=False)
+            .filter(bool).batch(6, drop_last=True).prefetch(2).epochs(2))
+    assert repr(pipe) == ("Pipeline(range[40] -> shuffle(seed=3) -> map(str, workers=3, backend='thread', "
+                          "ordered=False) -> filter(bool) -> batch(6, drop_last=True) -> prefetch(2) -> epochs(2))")
+    assert repr(wd.from_iterable(x for x in "ab")) == "Pipeline(generator (one-shot stream))"
 
 
 def test_from_range_matches_range() -> None:

@@ -14,6 +14,10 @@ Sources, then stages, then a ``for`` loop::
     pipe.statistics().verdict                # which stage is the bottleneck, and what to try
     state = pipe.state_dict()                # exact resume: nothing repeated, nothing lost
 
+Tables and corpora at scale: ``from_parquet`` (Hive partitions, projection, filters;
+needs ``weft[arrow]``) and ``from_webdataset`` (tar shards), both sharded and shuffled
+by row group or shard and resumed by seeking.
+
 torch interop lives in :mod:`weft.data.torch` (imported only when used).
 """
 
@@ -30,7 +34,9 @@ from weft.data._from import (
     from_iterable,
     from_jsonl,
     from_npy,
+    from_parquet,
     from_range,
+    from_webdataset,
 )
 from weft.data._pipeline import Pipeline
 from weft.data._progress import progress
@@ -47,7 +53,9 @@ __all__ = [
     "from_iterable",
     "from_jsonl",
     "from_npy",
+    "from_parquet",
     "from_range",
+    "from_webdataset",
     "pad_collate",
     "progress",
     "uncollate",

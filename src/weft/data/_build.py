@@ -8,20 +8,26 @@ runs.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from weft.data._node import Node
+    from weft.data._parquet import ParquetCatalog
     from weft.data._sources import Transform
 
 __all__ = [
+    "FOLDABLE_SOURCES",
     "BatchSpec",
     "FilterSpec",
     "IterableSourceSpec",
     "JsonlSourceSpec",
     "MapSpec",
+    "OneShot",
+    "ParquetSourceSpec",
     "PrefetchSpec",
     "RandomSourceSpec",
     "ShardSpec",
@@ -30,16 +36,28 @@ __all__ = [
     "Spec",
     "TakeSpec",
     "UnbatchSpec",
+    "WebDatasetSourceSpec",
     "build_chain",
+    "chain_length",
 ]
 
 
 class Spec(Protocol):
-    """One stage as chained: its kind, and how to start it on top of ``up``."""
+    """One stage as chained: its kind, how to start it on top of ``up``, and how it
+    reads in a pipeline's repr."""
 
     kind: ClassVar[str]
 
     def build(self, up: Node | None) -> Node: ...
+
+    def describe(self) -> str: ...
+
+
+def _transforms_text(transforms: tuple[Transform, ...]) -> str:
+    from weft.data._sources import ShardOrder
+
+    return "".join(f" -> shard({t.rank}, {t.world_size})" if isinstance(t, ShardOrder)
+                   else f" -> shuffle(seed={t.seed})" for t in transforms)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,17 +75,37 @@ class RandomSourceSpec:
 
         return RandomAccessSource(self.get, self.length, name=self.name, transforms=self.transforms)
 
+    def fold(self, transform: Transform, buffer: int) -> RandomSourceSpec:
+        """This source with ``transform`` applied to its order (a shuffle needs no buffer)."""
+        return dataclasses.replace(self, transforms=self.transforms + (transform,))
+
+    def describe(self) -> str:
+        return f"{self.name}[{self.length}]{_transforms_text(self.transforms)}"
+
+
+class OneShot:
+    """How many items passes have taken from a one-shot iterator (a generator): it cannot
+    start over, so a later pass may only go on from exactly there."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+
 
 @dataclass(frozen=True, kw_only=True)
 class IterableSourceSpec:
     kind: ClassVar[str] = "iterable"
     iterable: Iterable[Any]
     name: str
+    #: set when ``iterable`` is its own iterator: shared by every pass over it
+    one_shot: OneShot | None = None
 
     def build(self, up: Node | None) -> Node:
         from weft.data._sources import IterableSource
 
-        return IterableSource(self.iterable, name=self.name)
+        return IterableSource(self.iterable, name=self.name, one_shot=self.one_shot)
+
+    def describe(self) -> str:
+        return f"{self.name} (one-shot stream)" if self.one_shot else f"{self.name} (stream)"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,6 +117,83 @@ class JsonlSourceSpec:
         from weft.data._jsonl import JsonlSource
 
         return JsonlSource(self.path)
+
+    def describe(self) -> str:
+        return f"jsonl({self.path!r})"
+
+
+def _with_buffer_shuffle(node: Node, transforms: tuple[Transform, ...], buffer: int) -> Node:
+    """``node``, followed by a keyed buffer shuffle seeded by the last shuffle folded in."""
+    from weft.data._sources import ShuffleOrder
+
+    seeds = [t.seed for t in transforms if isinstance(t, ShuffleOrder)]
+    if not seeds:
+        return node
+    from weft.data._shuffle import KeyedBufferShuffle
+
+    return KeyedBufferShuffle(node, buffer, seeds[-1])
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParquetSourceSpec:
+    """Row groups of Parquet files (see :mod:`weft.data._parquet`); a folded shuffle
+    permutes the row groups and buffer-shuffles the items."""
+
+    kind: ClassVar[str] = "parquet"
+    catalog: ParquetCatalog
+    rows: bool
+    batch_rows: int
+    on_error: str
+    transforms: tuple[Transform, ...] = ()
+    buffer: int = 1
+
+    def build(self, up: Node | None) -> Node:
+        from weft.data._parquet import ParquetSource
+
+        node = ParquetSource(self.catalog, rows=self.rows, batch_rows=self.batch_rows,
+                             transforms=self.transforms, on_error=self.on_error)
+        return _with_buffer_shuffle(node, self.transforms, self.buffer)
+
+    def fold(self, transform: Transform, buffer: int) -> ParquetSourceSpec:
+        return dataclasses.replace(self, transforms=self.transforms + (transform,),
+                                   buffer=max(self.buffer, buffer))
+
+    def describe(self) -> str:
+        return (f"parquet({self.catalog.label!r}, rows={'dicts' if self.rows else 'batches'!r})"
+                f"{_transforms_text(self.transforms)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebDatasetSourceSpec:
+    """Samples of tar shards (see :mod:`weft.data._webdataset`); a folded shuffle
+    permutes the shards and buffer-shuffles the samples."""
+
+    kind: ClassVar[str] = "webdataset"
+    shards: tuple[str, ...]
+    decoders: tuple[tuple[str, Callable[[bytes], Any]], ...]
+    on_error: str
+    name: str
+    transforms: tuple[Transform, ...] = ()
+    buffer: int = 1
+
+    def build(self, up: Node | None) -> Node:
+        from weft.data._webdataset import WebDatasetSource
+
+        node = WebDatasetSource(self.shards, decoders=dict(self.decoders), transforms=self.transforms,
+                                on_error=self.on_error, name=self.name)
+        return _with_buffer_shuffle(node, self.transforms, self.buffer)
+
+    def fold(self, transform: Transform, buffer: int) -> WebDatasetSourceSpec:
+        return dataclasses.replace(self, transforms=self.transforms + (transform,),
+                                   buffer=max(self.buffer, buffer))
+
+    def describe(self) -> str:
+        decoded = f", decode={[ext for ext, _ in self.decoders]}" if self.decoders else ""
+        return f"webdataset({len(self.shards)} shards{decoded}){_transforms_text(self.transforms)}"
+
+
+#: sources that sharding and shuffling fold into (their order), instead of adding a stage
+FOLDABLE_SOURCES = (RandomSourceSpec, ParquetSourceSpec, WebDatasetSourceSpec)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +224,14 @@ class MapSpec:
         assert up is not None
         return MapNode(up, self)
 
+    def describe(self) -> str:
+        text = f"map({self.name}, workers={self.workers}, backend={self.backend!r}"
+        if not self.ordered:
+            text += ", ordered=False"
+        if self.on_error != "raise":
+            text += f", on_error={self.on_error!r}"
+        return text + ")"
+
 
 @dataclass(frozen=True, kw_only=True)
 class FilterSpec:
@@ -121,6 +244,9 @@ class FilterSpec:
 
         assert up is not None
         return Filter(up, self.pred, name=self.name)
+
+    def describe(self) -> str:
+        return f"filter({self.name})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,6 +261,9 @@ class ShardSpec:
         assert up is not None
         return StreamShard(up, self.rank, self.world_size)
 
+    def describe(self) -> str:
+        return f"shard({self.rank}, {self.world_size})"
+
 
 @dataclass(frozen=True, kw_only=True)
 class ShuffleSpec:
@@ -147,6 +276,9 @@ class ShuffleSpec:
 
         assert up is not None
         return BufferShuffle(up, self.buffer, self.seed)
+
+    def describe(self) -> str:
+        return f"shuffle(buffer={self.buffer}, seed={self.seed})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,6 +294,14 @@ class BatchSpec:
         assert up is not None
         return Batch(up, self.size, drop_last=self.drop_last, collate=self.collate)
 
+    def describe(self) -> str:
+        text = f"batch({self.size}"
+        if self.drop_last:
+            text += ", drop_last=True"
+        if self.collate is not None:
+            text += f", collate={getattr(self.collate, '__name__', type(self.collate).__name__)}"
+        return text + ")"
+
 
 @dataclass(frozen=True, kw_only=True)
 class UnbatchSpec:
@@ -172,6 +312,9 @@ class UnbatchSpec:
 
         assert up is not None
         return Unbatch(up)
+
+    def describe(self) -> str:
+        return "unbatch()"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,6 +328,9 @@ class PrefetchSpec:
         assert up is not None
         return Prefetch(up, self.n)
 
+    def describe(self) -> str:
+        return f"prefetch({self.n})"
+
 
 @dataclass(frozen=True, kw_only=True)
 class TakeSpec:
@@ -196,6 +342,9 @@ class TakeSpec:
 
         assert up is not None
         return Take(up, self.n)
+
+    def describe(self) -> str:
+        return f"take({self.n})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,6 +358,9 @@ class SkipSpec:
         assert up is not None
         return Skip(up, self.n)
 
+    def describe(self) -> str:
+        return f"skip({self.n})"
+
 
 def build_chain(specs: tuple[Spec, ...]) -> Node:
     """Nodes for ``specs``, source first; returns the last one."""
@@ -217,3 +369,31 @@ def build_chain(specs: tuple[Spec, ...]) -> Node:
         node = spec.build(node)
     assert node is not None
     return node
+
+
+def chain_length(specs: tuple[Spec, ...]) -> int:
+    """How many items one epoch of ``specs`` yields; TypeError when only reading tells."""
+    from weft.data._sources import ShardOrder
+
+    source = specs[0]
+    if not isinstance(source, RandomSourceSpec):
+        raise TypeError(f"len() needs a random-access source (from_range, from_array, from_npy, from_files, "
+                        f"from_image_folder or a Sequence): {source.describe()} is read as a stream, "
+                        "so its length is known only once read")
+    n = source.length
+    for t in source.transforms:
+        if isinstance(t, ShardOrder):
+            n = len(range(n)[t.rank::t.world_size])
+    for spec in specs[1:]:
+        if isinstance(spec, (PrefetchSpec, ShuffleSpec)) or (isinstance(spec, MapSpec) and spec.on_error != "skip"):
+            continue
+        if isinstance(spec, BatchSpec):
+            n = n // spec.size if spec.drop_last else math.ceil(n / spec.size)
+        elif isinstance(spec, TakeSpec):
+            n = min(n, spec.n)
+        elif isinstance(spec, SkipSpec):
+            n = max(0, n - spec.n)
+        else:
+            raise TypeError(f"len() of this pipeline is unknown until it is read: {spec.describe()} "
+                            "can drop or split items")
+    return n

@@ -8,7 +8,6 @@ threads); the run's final state and statistics stay readable from the pipeline.
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -17,8 +16,10 @@ from typing import Any
 from weft import runtime
 from weft._checks import check_int, check_one_of
 from weft.data._build import (
+    FOLDABLE_SOURCES,
     BatchSpec,
     FilterSpec,
+    IterableSourceSpec,
     MapSpec,
     PrefetchSpec,
     RandomSourceSpec,
@@ -29,7 +30,9 @@ from weft.data._build import (
     TakeSpec,
     UnbatchSpec,
     build_chain,
+    chain_length,
 )
+from weft.data._collate import pad_collate
 from weft.data._run import STATE_VERSION, Run, WorkerPark
 from weft.data._sources import ShardOrder, ShuffleOrder, Transform
 from weft.data._stats import PipelineStatistics
@@ -101,14 +104,13 @@ class Pipeline:
         return out
 
     def _foldable(self) -> bool:
-        return isinstance(self._specs[0], RandomSourceSpec) and all(isinstance(s, _FOLDS_PAST)
+        return isinstance(self._specs[0], FOLDABLE_SOURCES) and all(isinstance(s, _FOLDS_PAST)
                                                                     for s in self._specs[1:])
 
-    def _fold(self, transform: Transform) -> Pipeline:
+    def _fold(self, transform: Transform, buffer: int = 1) -> Pipeline:
         source = self._specs[0]
-        assert isinstance(source, RandomSourceSpec)
-        folded = dataclasses.replace(source, transforms=source.transforms + (transform,))
-        return self._derive((folded,) + self._specs[1:])
+        assert isinstance(source, FOLDABLE_SOURCES)
+        return self._derive((source.fold(transform, buffer),) + self._specs[1:])
 
     @property
     def classes(self) -> list[str]:
@@ -178,6 +180,10 @@ class Pipeline:
         check_int("rank", rank, minimum=0, maximum=world_size - 1)
         if self._foldable():
             return self._fold(ShardOrder(rank, world_size))
+        if isinstance(self._specs[0], FOLDABLE_SOURCES) and not isinstance(self._specs[0], RandomSourceSpec):
+            raise ConfigError(f"shard a {self._specs[0].kind} source before anything but map and filter "
+                              f"(here after {self._specs[-1].describe()}): it splits {self._specs[0].kind} units "
+                              "between ranks, so put .shard() right after the source")
         if any(isinstance(s, (BatchSpec, UnbatchSpec)) for s in self._specs):
             raise ConfigError("shard before batch: shard splits source items, so put .shard() first")
         return self._then(ShardSpec(rank=rank, world_size=world_size))
@@ -187,18 +193,25 @@ class Pipeline:
 
         On a random-access source (with only map/filter in between) this is a full
         permutation of the source indices and ``buffer`` is not needed; on a stream it
-        is a buffer shuffle over ``buffer`` items.
+        is a buffer shuffle over ``buffer`` items. On a Parquet or WebDataset source it
+        is both: the row groups or shards are permuted, and a buffer shuffle of
+        ``buffer`` items follows the source (its state keeps keys, not items).
         """
         check_int("buffer", buffer)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"seed must be an integer, got {seed!r}")
         if self._foldable():
-            return self._fold(ShuffleOrder(seed))
+            return self._fold(ShuffleOrder(seed), buffer)
         return self._then(ShuffleSpec(buffer=buffer, seed=seed))
 
     def batch(self, size: int, *, drop_last: bool = False,
               collate: Callable[[Sequence[Any]], Any] | None = None) -> Pipeline:
         """Group ``size`` items; ``collate`` (default: stack arrays and numbers per field)."""
+        if collate is pad_collate:
+            raise ConfigError("collate=pad_collate passes the factory itself: call it, collate=pad_collate() "
+                              "(or pad_collate(pad_value=..., lengths=True))")
+        if collate is not None and not callable(collate):
+            raise ConfigError(f"collate must be a function of a list of items, got {collate!r}")
         return self._then(BatchSpec(size=check_int("size", size), drop_last=bool(drop_last), collate=collate))
 
     def unbatch(self) -> Pipeline:
@@ -289,6 +302,12 @@ class Pipeline:
 
         Loading it into the same pipeline yields exactly the items not yet yielded.
         """
+        source = self._specs[0]
+        if isinstance(source, IterableSourceSpec) and source.one_shot is not None:
+            warnings.warn(f"this pipeline reads a one-shot iterator ({source.name}): its state can only go on "
+                          "with that same iterator object in this process; after a restart, or with a new "
+                          "iterator, load_state_dict fails. Pass a list or an object whose __iter__ starts "
+                          "over to resume anywhere", RuntimeWarning, stacklevel=2)
         if self._inexact_resume():
             warnings.warn("this pipeline has an unordered map over batches that an earlier unordered map "
                           "filled: after load_state_dict the batches re-form differently and items can be "
@@ -339,7 +358,8 @@ class Pipeline:
         return self.statistics()
 
     def progress(self, *, total: int | None = None, description: str = "weft.data") -> Iterator[Any]:
-        """Iterate with a rich progress bar; prints the bottleneck verdict at the end."""
+        """Iterate with a rich progress bar (its total: ``total``, else ``len(pipe)``
+        where known); prints the bottleneck verdict at the end."""
         from weft.data._progress import progress
 
         return progress(self, total=total, description=description)
@@ -358,5 +378,20 @@ class Pipeline:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def __len__(self) -> int:
+        """How many items one iteration yields, where that is known without reading: a
+        random-access source followed only by map (not ``on_error="skip"``), shuffle,
+        batch, prefetch, take and skip; times the epochs of one iteration. Otherwise
+        ``TypeError``, as for any object without a length."""
+        if self._epochs is None:
+            raise TypeError("len() of a pipeline with epochs(None) is unbounded: it runs until stopped")
+        return chain_length(self._specs) * self._epochs
+
+    def __bool__(self) -> bool:
+        return True  # a pipeline is a pipeline, whatever len() says (and where it cannot)
+
     def __repr__(self) -> str:
-        return "Pipeline(" + " -> ".join(s.kind for s in self._specs) + ")"
+        stages = " -> ".join(s.describe() for s in self._specs)
+        if self._epochs != 1:
+            stages += f" -> epochs({self._epochs})"
+        return f"Pipeline({stages})"

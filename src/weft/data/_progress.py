@@ -21,8 +21,14 @@ def progress(pipe: Pipeline, *, total: int | None = None, description: str = "we
              console: Any = None) -> Iterator[Any]:
     """Yield the pipeline's items while a progress bar shows count, rate and the verdict.
 
-    ``for batch in weft.data.progress(pipe): ...``. Breaking out stops the pipeline.
+    ``for batch in weft.data.progress(pipe): ...``. Breaking out stops the pipeline. The
+    bar's total is ``total``, else ``len(pipe)`` where the pipeline knows its length.
     """
+    if total is None:
+        try:
+            total = len(pipe)
+        except TypeError:
+            total = None  # a stream: the bar counts without a total
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -4,7 +4,8 @@ A random-access source reads item ``i`` on demand, so sharding and shuffling it 
 reorder *indices*: its order for an epoch is a ``range`` or an index array, and its
 resume state is one integer. A streaming source (any iterable) is read front to back;
 it resumes by re-opening the iterable and skipping what was already read (the JSON
-Lines source does better: it seeks, see :mod:`weft.data._jsonl`).
+Lines source does better: it seeks, see :mod:`weft.data._jsonl`; so do the Parquet
+and WebDataset sources, read unit by unit: see :mod:`weft.data._units`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from weft.data._node import Key, Node, NodeState
-from weft.errors import ResumeError
+from weft.errors import ConfigError, ResumeError
+
+if TYPE_CHECKING:
+    from weft.data._build import OneShot
 
 __all__ = ["IterableSource", "RandomAccessSource", "ShardOrder", "ShuffleOrder", "Transform", "apply_order"]
 
@@ -104,14 +108,19 @@ class RandomAccessSource(Node):
 
 
 class IterableSource(Node):
-    """Items from an iterable, front to back; state is how many were read."""
+    """Items from an iterable, front to back; state is how many were read.
+
+    A one-shot iterator (a generator) cannot start over: ``one_shot`` counts what every
+    pass took from it, so a new pass or epoch over it raises instead of yielding nothing,
+    and a resume may only go on from exactly where the iterator is.
+    """
 
     kind = "source"
 
-    def __init__(self, iterable: Iterable[Any], *, name: str) -> None:
+    def __init__(self, iterable: Iterable[Any], *, name: str, one_shot: OneShot | None = None) -> None:
         super().__init__(None, name=name)
         self._iterable = iterable
-        self._one_shot = iter(iterable) is iterable  # type: ignore[comparison-overlap]
+        self._shot = one_shot
         self._it: Iterator[Any] | None = None
         self._count = 0
 
@@ -123,6 +132,8 @@ class IterableSource(Node):
         self.busy += time.perf_counter() - start
         count = self._count
         self._count = count + 1
+        if self._shot is not None:
+            self._shot.taken += 1
         self.items += 1
         return count, value
 
@@ -134,11 +145,18 @@ class IterableSource(Node):
         count = 0 if count is None else count
         if not isinstance(count, int) or count < 0:
             raise ResumeError(f"streaming source position {count!r} is not a count of items")
-        if self._one_shot:
-            if count != self._count:
+        shot = self._shot
+        if shot is not None:
+            if count == 0 and shot.taken:
+                raise ConfigError(
+                    f"{self.name}: this pipeline reads a one-shot iterator (a generator), and an earlier pass "
+                    f"already took {shot.taken} items from it: it cannot start over for another pass or epoch. "
+                    "Pass a list, or an object whose __iter__ starts a new iterator each time")
+            if count != shot.taken:
                 raise ResumeError(
-                    f"cannot move a one-shot iterator from item {self._count} to item {count}: pass a "
+                    f"cannot move a one-shot iterator from item {shot.taken} to item {count}: pass a "
                     "re-iterable object (a list, a Sequence or an object whose __iter__ starts over) to resume")
+            self._count = count
             return
         self._it = iter(self._iterable)
         if count:

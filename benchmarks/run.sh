@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 status=0
 for script in benchmarks/load/run.py benchmarks/serve/run.py benchmarks/train_checkpoint.py \
-              benchmarks/runs_ui/run.py benchmarks/cluster/run.py; do
+              benchmarks/runs_ui/run.py benchmarks/cluster/run.py benchmarks/formats/run.py; do
   if [ -f "$script" ]; then
     echo "== $script =="
     "$PY" "$script" "$@" || { echo "benchmark $script failed"; status=1; }

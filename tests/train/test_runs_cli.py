@@ -56,6 +56,16 @@ def test_list_show_compare(app: typer.Typer, db: str) -> None:
     assert out.exit_code == 0 and '"name": "small-lr"' in out.output
 
 
+def test_list_is_not_cut_to_80_columns_when_piped(app: typer.Typer, tmp_path: Path) -> None:
+    path = tmp_path / "weft.db"
+    name = "resnet50-cosine-warmup-lr3e-4-batch256-seed0-long-sweep-name"
+    with wt.Tracker(path) as tracker, tracker.start_run(name, params={"lr": 3e-4}) as run:
+        run.log({"validation_top1_accuracy": 0.761, "training_cross_entropy_loss": 0.93})
+    out = CliRunner(env={"COLUMNS": None, "LINES": None}).invoke(app, ["runs", "list", "--db", str(path)])
+    assert out.exit_code == 0, out.output
+    assert name in out.output
+
+
 def test_plot_writes_a_png(app: typer.Typer, db: str, tmp_path: Path) -> None:
     target = tmp_path / "plots" / "loss.png"
     out = CliRunner().invoke(app, ["runs", "plot", "small-lr", "big-lr", "--metric", "loss", "-o", str(target),

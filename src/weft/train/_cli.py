@@ -63,6 +63,19 @@ def _short(mapping: Any, width: int = 40) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
+#: Columns a table may use when the output is not a terminal (a pipe, a file, a CI log):
+#: rich would otherwise assume 80 and cut every column short.
+_UNBOUNDED_WIDTH = 10_000
+
+
+def _console() -> Any:
+    """A rich console as wide as the terminal, or unbounded when output is not one."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=_UNBOUNDED_WIDTH)
+
+
 def _fail(exc: Exception) -> typer.Exit:
     typer.echo(f"weft: {exc}", err=True)
     return typer.Exit(1)
@@ -73,7 +86,6 @@ def list_runs(db: DbOption = None,
               limit: Annotated[int, typer.Option(help="Show at most this many runs.")] = 50,
               as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
     """List runs, newest first, with their last metric values."""
-    from rich.console import Console
     from rich.table import Table
 
     with _open(db) as tracker:
@@ -88,19 +100,18 @@ def list_runs(db: DbOption = None,
         table.add_column(column, no_wrap=column in ("id", "name", "started"))
     for r in runs:
         table.add_row(r.id, r.name, r.status, _when(r.created), _duration(r), _short(r.params), _short(r.summary))
-    Console().print(table)
+    _console().print(table)
 
 
 @runs_app.command()
 def show(run: Annotated[str, typer.Argument(help="Run id, id prefix or name.")], db: DbOption = None) -> None:
     """Show one run: params, tags, every metric (count, last, min, max), artifacts."""
     import numpy as np
-    from rich.console import Console
     from rich.table import Table
 
     from weft.errors import TrackerError
 
-    console = Console()
+    console = _console()
     with _open(db) as tracker:
         try:
             info = tracker.run(run)
@@ -139,7 +150,6 @@ def show(run: Annotated[str, typer.Argument(help="Run id, id prefix or name.")],
 def compare(runs: Annotated[list[str], typer.Argument(help="Two or more runs (id, prefix or name).")],
             db: DbOption = None) -> None:
     """Compare runs side by side: their params and the last value of each metric."""
-    from rich.console import Console
     from rich.table import Table
 
     from weft.errors import TrackerError
@@ -159,7 +169,7 @@ def compare(runs: Annotated[list[str], typer.Argument(help="Two or more runs (id
         table.add_row(f"{key} (last)", *[_num(i.summary.get(key, "-")) for i in infos])
     table.add_row("status", *[i.status for i in infos])
     table.add_row("duration", *[_duration(i) for i in infos])
-    Console().print(table)
+    _console().print(table)
 
 
 @runs_app.command()

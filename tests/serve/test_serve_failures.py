@@ -4,17 +4,22 @@ request batched with them gets its result, and the failures are counted."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import pickle
 import threading
+from collections.abc import Iterator
 
 import httpx
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import serve_workloads as sw
 from conftest import wait_until
-from weft.errors import ModelError
+from weft.errors import ModelError, ServeError
 from weft.serve import Batcher, BatcherConfig, Client, Server, ServerConfig
+from weft.serve._failures import FailureLog, details, user_error
 
 
 def _row(rid: int, bad: bool) -> dict[str, np.ndarray]:
@@ -102,3 +107,114 @@ def test_concurrent_clients_never_see_another_clients_error() -> None:
     assert f'weft_split_batches_total{{model="picky"}} {stats.split_batches}.0' in metrics
     assert f'weft_rerun_batches_total{{model="picky"}} {stats.rerun_batches}.0' in metrics
     assert 'weft_requests_total{model="picky",status="500"} 8.0' in metrics
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self, level: int = logging.WARNING) -> list[str]:
+        return [r.getMessage() for r in self.records if r.levelno >= level]
+
+
+@pytest.fixture
+def weft_log() -> Iterator[_Records]:
+    records = _Records()
+    logger = logging.getLogger("weft")
+    logger.addHandler(records)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(records)
+
+
+def test_outputs_that_break_the_declared_spec_answer_500(weft_log: _Records) -> None:
+    config = ServerConfig(port=0, max_batch_size=1, max_delay=0, backend="thread")
+    with Server([sw.Misdeclared()], config) as server, Client(server.url) as client:
+        def call(mode: int) -> np.ndarray:
+            return client.infer("misdeclared", {"x": np.full((1, 2), mode, np.float32)})["y"]
+
+        np.testing.assert_array_equal(call(0), np.zeros((1, 2), np.float32))
+        expected = {1: "'y' has shape [1, 3] for this request, declared [-1, 2]",
+                    2: "'y' is FP64, declared FP32", 3: "['z'] not declared", 4: "['y'] missing"}
+        for mode, problem in expected.items():
+            with pytest.raises(ModelError, match="HTTP 500") as caught:
+                call(mode)
+            assert "break its declared outputs" in str(caught.value) and problem in str(caught.value)
+        assert call(0).shape == (1, 2), "the model keeps serving"
+    logged = [m for m in weft_log.messages() if "break its declared outputs" in m]
+    assert len(logged) == 1 and "outputs = [TensorSpec(...)]" in logged[0], "logged once per model, with the fix"
+
+
+def test_a_failing_predict_logs_its_traceback_never_sent_to_clients(weft_log: _Records) -> None:
+    config = ServerConfig(port=0, max_batch_size=1, max_delay=0, backend="thread")
+    with Server([sw.Picky()], config) as server, Client(server.url) as client:
+        for _ in range(2):
+            with pytest.raises(ModelError) as caught:
+                client.infer("picky", _row(3, bad=True))
+            assert "Traceback" not in str(caught.value) and "feature overflow" in str(caught.value)
+    tracebacks = [m for m in weft_log.messages() if "Traceback" in m]
+    assert tracebacks, weft_log.messages()
+    assert "in predict" in tracebacks[0] and "raise ValueError" in tracebacks[0]
+
+
+def test_a_failing_load_logs_its_traceback(weft_log: _Records) -> None:
+    with pytest.raises(ModelError, match=r"failed to load: OSError: weights\.bin is missing"):
+        Server([sw.FailsToLoad()], ServerConfig(port=0, backend="thread")).start()
+    tracebacks = [m for m in weft_log.messages() if "Traceback" in m]
+    assert len(tracebacks) == 1 and "in load" in tracebacks[0]
+
+
+def test_the_same_failure_is_logged_once_then_counted(weft_log: _Records) -> None:
+    now = [0.0]
+    failures = FailureLog(clock=lambda: now[0])
+
+    def fail(value: int) -> ModelError:
+        try:
+            raise ValueError(f"feature overflow in [{value}]")
+        except ValueError as exc:
+            return user_error(f"model 'm' failed to predict: ValueError: {exc}", exc)
+
+    for value in range(5):  # the same failure, with each request's own values
+        failures.failed("m", fail(value))
+    assert len(weft_log.messages()) == 1 and "Traceback" in weft_log.messages()[0]
+    now[0] = 61.0
+    failures.failed("m", fail(9))
+    assert len(weft_log.messages()) == 2 and "failed 5 more time(s)" in weft_log.messages()[1]
+    failures.failed("m", ServeError("something else"))
+    assert len(weft_log.messages()) == 3
+    # the traceback crosses to a process worker's owner with the error
+    carried = pickle.loads(pickle.dumps(fail(1)))
+    assert isinstance(carried, ModelError) and "raise ValueError" in (details(carried) or "")
+
+
+class _ArrayLike:
+    def __init__(self, array: np.ndarray) -> None:
+        self._array = array
+
+    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+        return self._array
+
+
+def _torch_double(inputs: dict[str, np.ndarray]) -> dict[str, object]:
+    import torch
+
+    return {"y": torch.from_numpy(inputs["x"] * 2)}
+
+
+def _array_like_double(inputs: dict[str, np.ndarray]) -> dict[str, object]:
+    return {"y": _ArrayLike(inputs["x"] * 2)}
+
+
+@pytest.mark.parametrize("model", [_torch_double, _array_like_double])
+def test_predict_may_return_torch_tensors_and_array_likes(model: object) -> None:
+    if model is _torch_double:
+        pytest.importorskip("torch", reason="torch is installed only on the GIL interpreter")
+    x = np.arange(4, dtype=np.float32).reshape(2, 2)
+    with Server([model], ServerConfig(port=0, backend="thread")) as server, Client(server.url) as client:
+        name = server.models[0]
+        np.testing.assert_array_equal(client.infer(name, {"x": x})["y"], 2 * x)

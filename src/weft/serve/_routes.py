@@ -100,6 +100,12 @@ def build_fastapi(service: Service) -> FastAPI:
         except HTTPError as exc:
             return fail(exc)
 
+    async def config(name: str, version: str | None) -> Response:
+        try:
+            return JSONResponse(service.model(name, version).config())
+        except HTTPError as exc:
+            return fail(exc)
+
     async def model_ready(name: str, version: str | None) -> Response:
         try:
             service.model(name, version)
@@ -125,6 +131,16 @@ def build_fastapi(service: Service) -> FastAPI:
     @api.get("/v2/models/{name}/versions/{version}", summary="Model metadata (one version)", responses={404: {}})
     async def model_version_metadata(name: str, version: str) -> Response:
         return await metadata(name, version)
+
+    @api.get("/v2/models/{name}/config", summary="Model configuration (max_batch_size, as in Triton)",
+             responses={404: {}})
+    async def model_config(name: str) -> Response:
+        return await config(name, None)
+
+    @api.get("/v2/models/{name}/versions/{version}/config", summary="Model configuration (one version)",
+             responses={404: {}})
+    async def model_version_config(name: str, version: str) -> Response:
+        return await config(name, version)
 
     @api.get("/v2/models/{name}/ready", summary="Model readiness", responses={404: {}, 503: {}})
     async def model_is_ready(name: str) -> Response:

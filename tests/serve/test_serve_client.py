@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from weft.errors import ConfigError, ProtocolError, ServeError
-from weft.serve import Client, Server, ServerConfig
+from weft.serve import Client, Server, ServerConfig, encode_request
 
 DOUBLER = "tests/serve_workloads.py:Doubler"
 
@@ -89,3 +89,26 @@ def test_a_refused_connection_is_a_serve_error_naming_the_url() -> None:
             assert isinstance(caught.value.__cause__, httpx.ConnectError)
             with pytest.raises(ServeError, match=url):
                 client.ready()
+
+
+def test_dir_of_weft_serve_lists_its_public_names_only() -> None:
+    import weft.serve
+
+    assert dir(weft.serve) == sorted(weft.serve.__all__)
+
+
+def test_no_docs_page_loading_scripts_from_a_cdn(server: Server) -> None:
+    assert httpx.get(f"{server.url}/docs").status_code == 404
+    assert httpx.get(f"{server.url}/redoc").status_code == 404
+    assert "/v2/models/{name}/config" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+
+
+def test_nan_and_infinity_outputs_are_written_as_triton_writes_them(server: Server) -> None:
+    """Triton's JSON writer emits NaN, Infinity and -Infinity tokens (not strict JSON, read by
+    Python's json and tritonclient); binary outputs carry them exactly."""
+    x = np.array([[np.nan, np.inf, -np.inf, 1.0]], np.float32)
+    body, _ = encode_request({"x": x}, binary=False)
+    answer = httpx.post(f"{server.url}/v2/models/doubler/infer", content=body)
+    assert b"[NaN,Infinity,-Infinity,2.0]" in answer.content
+    with Client(server.url, binary=False) as client:
+        np.testing.assert_array_equal(client.infer("doubler", {"x": x})["y"], 2 * x)

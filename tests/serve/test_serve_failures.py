@@ -1,11 +1,15 @@
-"""A model that fails: only the requests that make it fail get its error, every other
-request batched with them gets its result, and the failures are counted."""
+"""Failures: only the requests a model fails on get its error (every other request batched
+with them gets its result, and the failures are counted); outputs that break the declared
+spec answer 500; tracebacks reach the log, never clients; a port in use is said first."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import pickle
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -14,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from serve_subprocess import STARTUP_TIMEOUT, SUBPROCESS_TEST_TIMEOUT
 
 import serve_workloads as sw
 from conftest import wait_until
@@ -218,3 +223,28 @@ def test_predict_may_return_torch_tensors_and_array_likes(model: object) -> None
     with Server([model], ServerConfig(port=0, backend="thread")) as server, Client(server.url) as client:
         name = server.models[0]
         np.testing.assert_array_equal(client.infer(name, {"x": x})["y"], 2 * x)
+
+
+def test_a_port_in_use_is_said_before_any_model_loads() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        model = sw.SlowLoad()
+        with pytest.raises(ServeError, match=f"cannot listen on 127.0.0.1:{port}: .*choose another port"):
+            Server([model], ServerConfig(port=port, backend="thread")).start()
+        assert not model.loading.is_set(), "no model loads for a server that cannot listen"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SUBPROCESS_TEST_TIMEOUT)
+def test_weft_serve_on_a_port_in_use_says_so_in_one_line() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "weft", "serve", "tests/serve_workloads.py:Doubler",
+                               "--port", str(port)], capture_output=True, text=True, timeout=STARTUP_TIMEOUT)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"weft serve: cannot listen on 127.0.0.1:{port}"), done.stderr

@@ -1,7 +1,7 @@
 """The thin ASGI layer: the hot routes (infer, health) without a validation framework.
 
-Everything else (metadata, metrics, the OpenAPI document at ``/openapi.json`` and
-``/docs``) goes to the ``fallback`` ASGI app it is given: the FastAPI app that
+Everything else (metadata, configuration, metrics, the OpenAPI document at
+``/openapi.json``) goes to the ``fallback`` ASGI app it is given: the FastAPI app that
 :mod:`weft.serve._routes` builds on the same :class:`~weft.serve._service.Service`.
 This module imports no web framework.
 """

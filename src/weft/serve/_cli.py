@@ -22,9 +22,9 @@ def register(app: typer.Typer) -> None:
 
 def _announce(server: Server) -> None:
     stats = server.statistics()
-    typer.echo(f"weft serve: {', '.join(server.models)} on {server.url} "
-               f"(backend {stats.backend}: {stats.backend_reason})")
-    typer.echo(f"weft serve: listening on {server.url}", err=False)
+    # One line, on stdout: scripts wait for it and read the URL (its last word).
+    typer.echo(f"weft serve: {', '.join(server.models)} (backend {stats.backend}: {stats.backend_reason}); "
+               f"listening on {server.url}")
     sys.stdout.flush()
 
 

@@ -66,7 +66,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 def build_fastapi(service: Service) -> FastAPI:
     """The FastAPI app answering every V2 route for ``service``."""
-    api = FastAPI(title="weft serve", version=service.server_version,
+    # No /docs or /redoc: their pages load Swagger UI / ReDoc from a CDN, blank offline and a
+    # third-party script on the server's origin. /openapi.json describes every route.
+    api = FastAPI(title="weft serve", version=service.server_version, docs_url=None, redoc_url=None,
                   description="Open Inference Protocol (V2) REST with the binary tensor data extension.")
     readiness = service.readiness
 

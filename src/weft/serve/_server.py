@@ -247,15 +247,20 @@ class Server:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._backend = choose_backend(cfg, self._specs)
-        log.info("weft serve: backend %s (%s)", self._backend.backend, self._backend.reason)
+        log.debug("weft serve: backend %s (%s)", self._backend.backend, self._backend.reason)
         # A backend the server chose gets the reason; one the user named (maybe registered
         # with weft.exec.register, whose factory need only take workers=) keeps its own.
         options = {"reason": self._backend.reason} if cfg.backend == "auto" else {}
-        executor = weft.exec.create(self._backend.backend, workers=cfg.workers, **options)
+        # Bound before the models load: a port in use is said at once, not after minutes of loading.
+        sock = _listen(cfg.host, cfg.port)
+        try:
+            executor = weft.exec.create(self._backend.backend, workers=cfg.workers, **options)
+        except BaseException:
+            sock.close()
+            raise
         refs: list[ModelRef] = []
         try:
             service = self._service = await self._load(executor, refs)
-            sock = _listen(cfg.host, cfg.port)
             port = sock.getsockname()[1]
             host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
             self._url = f"http://{host}:{port}"
@@ -277,11 +282,11 @@ class Server:
                 self._begin_drain()
             elif self._on_ready is not None and server.started:
                 self._on_ready(self)
-            log.info("weft serve: %s on %s (backend %s)", ", ".join(service.models), self._url,
-                     self._backend.backend)
+            log.debug("weft serve: %s on %s (backend %s)", ", ".join(service.models), self._url,
+                      self._backend.backend)
             await serving
-            sock.close()
         finally:
+            sock.close()
             for model in (self._service.models.values() if self._service else ()):
                 if not model.batcher.closed:
                     await model.batcher.drain()

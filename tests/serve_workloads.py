@@ -117,3 +117,71 @@ class SlowLoad:
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(inputs)
+
+
+class Picky:
+    """y = x + 1, but fails on any row holding a negative value, naming those values (so a
+    client that sees another request's error text would see another's values). A row
+    holding ``HOLD`` blocks its batch until ``release`` is set, so a test can queue many
+    requests behind it and have the freed worker take them as one batch."""
+
+    HOLD = 1000.0
+    name = "picky"
+    inputs = (TensorSpec("x", "FP32", [-1, 2]),)
+    outputs = (TensorSpec("y", "FP32", [-1, 2]),)
+    releases_gil = True
+
+    def __init__(self) -> None:
+        self.held = threading.Event()
+        self.release = threading.Event()
+        self.batch_rows: list[int] = []
+
+    def load(self) -> None:
+        pass
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = inputs["x"]
+        if (x == self.HOLD).any():
+            self.held.set()
+            assert self.release.wait(60), "the test never released the held batch"
+        self.batch_rows.append(x.shape[0])
+        bad = x[(x < 0).any(axis=1)]
+        if len(bad):
+            raise ValueError(f"feature overflow in {sorted(bad[:, 0].tolist())}")
+        return {"y": x + np.float32(1)}
+
+
+class Misdeclared:
+    """Declares y FP32 [-1, 2]; the first value of its one-row input picks what it returns:
+    0 the declared output, 1 a wrong shape, 2 float64, 3 an extra output, 4 no y."""
+
+    name = "misdeclared"
+    inputs = (TensorSpec("x", "FP32", [-1, 2]),)
+    outputs = (TensorSpec("y", "FP32", [-1, 2]),)
+    releases_gil = True
+
+    def load(self) -> None:
+        pass
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = inputs["x"]
+        mode = int(x[0, 0])
+        if mode == 1:
+            return {"y": np.zeros((x.shape[0], 3), np.float32)}
+        if mode == 2:
+            return {"y": x.astype(np.float64)}
+        if mode == 3:
+            return {"y": x, "z": x}
+        if mode == 4:
+            return {"z": x}
+        return {"y": x}
+
+
+class FailsToLoad:
+    name = "failstoload"
+
+    def load(self) -> None:
+        raise OSError("weights.bin is missing")
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return inputs

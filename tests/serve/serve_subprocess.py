@@ -32,7 +32,7 @@ def weft_serve(*args: str, env: dict[str, str] | None = None,
     def read() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            if line.startswith("weft serve: listening on "):
+            if line.startswith("weft serve: ") and "; listening on " in line:
                 url.append(line.rsplit(" ", 1)[1].strip())
                 ready.set()
         ready.set()

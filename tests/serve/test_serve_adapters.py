@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 
@@ -149,3 +150,31 @@ def test_a_registered_adapter_declares_whether_it_releases_the_gil(monkeypatch: 
     assert choose_backend(ServerConfig(), ["m.native"]).backend == "thread"
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
     assert choose_backend(ServerConfig(), ["m.native", "m.script"]).backend == ("process" if gil else "thread")
+
+
+@pytest.mark.parametrize("sidecar", [None, "two.pt.json", "two.json"])
+def test_torchscript_with_two_inputs(tmp_path, sidecar: str | None) -> None:  # type: ignore[no-untyped-def]
+    torch = pytest.importorskip("torch", reason="torch is installed only on the GIL interpreter")
+
+    class Two(torch.nn.Module):
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return a + b, a - b
+
+    path = str(tmp_path / "two.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(Two()).save(path)
+    names = (["INPUT__0", "INPUT__1"], ["OUTPUT__0", "OUTPUT__1"])
+    if sidecar is not None:
+        names = (["a", "b"], ["sum", "difference"])
+        doc = {"inputs": [{"name": n, "datatype": "FP32", "shape": [-1, 3]} for n in names[0]],
+               "outputs": [{"name": n, "datatype": "FP32", "shape": [-1, 3]} for n in names[1]]}
+        (tmp_path / sidecar).write_text(json.dumps(doc))
+    with serve_in_thread([path], ServerConfig(port=0, backend="thread")) as url, Client(url) as client:
+        meta = client.model_metadata("two")
+        assert [t["name"] for t in meta["inputs"]] == names[0]
+        assert [t["name"] for t in meta["outputs"]] == names[1]
+        a, b = np.ones((2, 3), np.float32), np.full((2, 3), 2, np.float32)
+        out = client.infer("two", dict(zip(names[0], (a, b), strict=True)))
+    np.testing.assert_array_equal(out[names[1][0]], a + b)
+    np.testing.assert_array_equal(out[names[1][1]], a - b)

@@ -1,8 +1,10 @@
-"""SIGTERM with 200 requests in flight: not-ready at once, every request answered, clean exit."""
+"""Shutdown: SIGTERM with 200 requests in flight loses none; past the drain timeout or at a
+second interrupt, the requests left answer 503 "server shutting down"."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import signal
 import threading
@@ -12,8 +14,9 @@ import numpy as np
 import pytest
 from serve_subprocess import SUBPROCESS_TEST_TIMEOUT, weft_serve
 
+import serve_workloads as sw
 from conftest import wait_until
-from weft.serve import encode_request
+from weft.serve import Server, ServerConfig, encode_request
 
 
 def _metric(url: str, name: str) -> float:
@@ -64,3 +67,82 @@ def test_sigterm_with_200_in_flight_loses_none(tmp_path) -> None:  # type: ignor
         sender.join(120)
         assert proc.wait(60) == 0, "the server exits once the last request is answered"
     assert result and sorted(result[0]) == [200] * 200
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_requests_past_the_drain_timeout_answer_503_shutting_down() -> None:
+    """One request computing (held forever), two queued: a close() whose drain timeout
+    passes answers all three 503 "server shutting down", logs one line with the count, and
+    nothing else (no traceback per request)."""
+    gate = sw.Gate()
+    config = ServerConfig(port=0, max_batch_size=1, max_delay=0, workers=1, backend="thread", drain_timeout=0.05)
+    body, _ = encode_request({"x": np.ones((1, 4), np.float32)}, binary=False)
+    records = _Records()
+    watched = [logging.getLogger(name) for name in ("weft", "uvicorn", "uvicorn.error", "asyncio")]
+    for logger in watched:
+        logger.addHandler(records)
+    answers: list[httpx.Response] = []
+    try:
+        server = Server([gate], config)
+        server.start()
+
+        def call() -> None:
+            answers.append(httpx.post(f"{server.url}/v2/models/gate/infer", content=body, timeout=120))
+
+        clients = [threading.Thread(target=call) for _ in range(3)]
+        for c in clients:
+            c.start()
+        assert wait_until(lambda: server.statistics().models["gate"].queued == 2, timeout=60)
+        assert gate.entered.is_set()
+        server.close()
+        for c in clients:
+            c.join(60)
+        assert server.statistics().cut == 3
+    finally:
+        gate.open()
+        for logger in watched:
+            logger.removeHandler(records)
+    assert [a.status_code for a in answers] == [503] * 3
+    for answer in answers:
+        assert answer.json()["error"].startswith("server shutting down") and answer.headers["retry-after"] == "1"
+    messages = [r.getMessage() for r in records.records if r.levelno >= logging.WARNING]
+    assert len(messages) == 1 and "3 request(s) still in flight after the drain timeout" in messages[0], messages
+    assert not any(r.exc_info for r in records.records)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SUBPROCESS_TEST_TIMEOUT)
+def test_a_second_interrupt_answers_503_and_exits_non_zero(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    body, _ = encode_request({"x": np.ones((1, 4), np.float32)}, binary=False)
+    with weft_serve("tests/serve_workloads.py:Gate", "--max-batch-size", "1", "--max-delay-ms", "0",
+                    "--workers", "1", "--backend", "thread", "--drain-timeout-s", "600",
+                    env={"WEFT_TEST_GATE": str(tmp_path / "never")}) as (url, proc):
+        answers: list[httpx.Response] = []
+
+        def call() -> None:
+            answers.append(httpx.post(f"{url}/v2/models/gate/infer", content=body, timeout=120))
+
+        clients = [threading.Thread(target=call) for _ in range(4)]
+        for c in clients:
+            c.start()
+        assert wait_until(lambda: _metric(url, 'weft_queue_depth{model="gate"}') == 3, timeout=120)
+        proc.send_signal(signal.SIGINT)
+        assert wait_until(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 503, timeout=60)
+        proc.send_signal(signal.SIGINT)
+        for c in clients:
+            c.join(120)
+        assert proc.wait(120) == 1, "requests were cut: the exit code says so"
+        assert proc.stderr is not None
+        err = " ".join(proc.stderr.read().split())  # rich wraps long log lines
+    assert [a.status_code for a in answers] == [503] * 4
+    assert all(a.json()["error"].startswith("server shutting down") for a in answers)
+    assert "4 request(s) still in flight after a second interrupt" in err
+    assert "CancelledError" not in err and "Traceback" not in err, err

@@ -12,10 +12,11 @@ Names load on first use, so ``import weft.serve`` stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
-if TYPE_CHECKING:
+if _TYPE_CHECKING:
     from weft.serve._adapters import LoadedModel, adapter_names, load_model, register_adapter
     from weft.serve._batcher import Batcher, BatcherConfig, BatcherStatistics
     from weft.serve._client import Client
@@ -71,8 +72,13 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'weft.serve' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"weft.serve.{module}"), name)
+    return getattr(_importlib.import_module(f"weft.serve.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    """The public names only (they load on first use)."""
+    return sorted(__all__)

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from weft.errors import ConfigError, ModelError
+from weft.serve._failures import user_error
 from weft.serve._types import Model, TensorSpec
 
 __all__ = ["GilDeclaration", "LoadedModel", "adapter_names", "declared_gil", "load_model", "register_adapter",
@@ -104,14 +105,25 @@ class LoadedModel:
         try:
             result = self.model.predict(inputs)
         except Exception as exc:
-            raise ModelError(f"model {self.name!r} failed to predict: {type(exc).__name__}: {exc}") from exc
+            raise user_error(f"model {self.name!r} failed to predict: {type(exc).__name__}: {exc}", exc) from exc
         if not isinstance(result, dict):
             raise ModelError(f"model {self.name!r}: predict must return a dict of arrays, got {type(result).__name__}")
-        return result
+        return {name: _numpy(value) for name, value in result.items()}
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "platform": self.platform,
                 "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
+
+
+def _numpy(value: Any) -> Any:
+    """A framework tensor (torch, ...) returned by predict, as a NumPy array."""
+    if isinstance(value, np.ndarray):
+        return value
+    if callable(getattr(value, "detach", None)) and callable(getattr(value, "cpu", None)):  # torch
+        return np.asarray(value.detach().cpu().numpy())
+    if hasattr(value, "__array__") or isinstance(value, np.generic):
+        return np.asarray(value)
+    return value  # the batcher names it in its error
 
 
 def _specs(value: Any, what: str, where: str) -> tuple[TensorSpec, ...]:
@@ -169,7 +181,7 @@ def load_model(spec: Any) -> LoadedModel:
     except (ConfigError, ModelError):
         raise
     except Exception as exc:
-        raise ModelError(f"model {target!r} failed to load: {type(exc).__name__}: {exc}") from exc
+        raise user_error(f"model {target!r} failed to load: {type(exc).__name__}: {exc}", exc) from exc
     served = name or getattr(model, "name", None)
     if not isinstance(served, str) or not served:
         raise ConfigError(f"model {target!r} has no usable name: set a 'name' attribute or serve it as name=spec")

@@ -1,7 +1,7 @@
 """The thin ASGI layer: the hot routes (infer, health) without a validation framework.
 
-Everything else (metadata, metrics, the OpenAPI document at ``/openapi.json`` and
-``/docs``) goes to the ``fallback`` ASGI app it is given: the FastAPI app that
+Everything else (metadata, configuration, metrics, the OpenAPI document at
+``/openapi.json``) goes to the ``fallback`` ASGI app it is given: the FastAPI app that
 :mod:`weft.serve._routes` builds on the same :class:`~weft.serve._service.Service`.
 This module imports no web framework.
 """
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from weft.serve._http import (
+    RETRY_AFTER,
     ASGIApp,
     ClientGone,
     Headers,
@@ -28,7 +29,7 @@ from weft.serve._http import (
     read_body,
     respond,
 )
-from weft.serve._service import VERSION, Service
+from weft.serve._service import SHUTTING_DOWN, VERSION, Service
 
 __all__ = ["App"]
 
@@ -75,7 +76,9 @@ class App:
 
     async def infer_asgi(self, name: str, version: str | None, scope: Scope, receive: Receive, send: Send) -> None:
         service = self.service
-        service.request_started()
+        task = asyncio.current_task()
+        assert task is not None  # we are inside the ASGI server's task
+        service.request_started(task)
         status = 500
         started = time.perf_counter()
         try:
@@ -93,14 +96,12 @@ class App:
                 json_length = header_length(scope["headers"])
                 body = await read_body(scope, receive, service.max_body_bytes)
                 watcher = asyncio.ensure_future(receive())
-                task = asyncio.current_task()
-                assert task is not None  # we are inside the ASGI server's task
                 disconnect = _on_disconnect(task)
                 watcher.add_done_callback(disconnect)
                 try:
                     answer = await service.infer(model, body, json_length)
                 except asyncio.CancelledError:
-                    if watcher.done() and not watcher.cancelled():
+                    if watcher.done() and not watcher.cancelled() and not service.cutting:
                         status = CLIENT_CLOSED  # nobody to answer
                         return
                     raise
@@ -114,9 +115,17 @@ class App:
                 await respond(send, exc.status, error_body(str(exc)), exc.headers)
             except ClientGone:
                 status = CLIENT_CLOSED
+            except asyncio.CancelledError:
+                if not service.cutting:
+                    raise
+                # The shutdown cut this request (Service.cut_in_flight): answer it, and end
+                # normally so that the ASGI server logs nothing and the connection closes.
+                task.uncancel()
+                status = 503
+                await respond(send, 503, error_body(SHUTTING_DOWN), [(b"connection", b"close"), *RETRY_AFTER])
         finally:
             service.metrics.request(name, status, time.perf_counter() - started if status == 200 else None)
-            service.request_finished()
+            service.request_finished(task)
 
     def refusal_bytes(self, target: bytes, headers: Headers) -> bytes | None:
         """For the HTTP protocol: the 503's headers after the default ones, and its body, when a

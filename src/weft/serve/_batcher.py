@@ -15,7 +15,9 @@ can still join them. The batcher holds at most ``queue_size`` requests, waiting 
 running batch (:class:`Overloaded` beyond): under any overload an accepted request then
 waits no longer than it would behind ``queue_size`` concurrent clients. A request past
 its deadline is dropped before compute (:class:`Expired`); a cancelled request (client
-gone, timeout) leaves the queue.
+gone, timeout) leaves the queue. When the model fails on a batch of several requests,
+the batch is re-run in halves until each failure is pinned on the requests that cause it:
+one bad request gets the model's error, the requests batched with it their results.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from weft._checks import check_int, check_number
-from weft.errors import ConfigError, ModelError, ServeError
+from weft.errors import ConfigError, ModelError, ServeError, WeftError
 
 __all__ = ["Batcher", "BatcherConfig", "BatcherStatistics", "Expired", "Overloaded"]
 
@@ -85,6 +87,8 @@ class BatcherStatistics:
     cancelled: int
     batches: int
     rows: int
+    split_batches: int = 0  # batches of several requests the model failed on, re-run in halves
+    rerun_batches: int = 0  # the smaller batches those re-runs took
 
     @property
     def mean_batch_rows(self) -> float:
@@ -123,6 +127,25 @@ def batch_rows(inputs: Arrays) -> int:
     return max(rows, 0)
 
 
+def _concatenate(batch: list[_Pending]) -> Arrays:
+    if len(batch) == 1:
+        return batch[0].inputs
+    return {name: np.concatenate([p.inputs[name] for p in batch]) for name in batch[0].inputs}
+
+
+def _check_rows(outputs: Arrays, rows: int) -> None:
+    for name, value in outputs.items():
+        if not isinstance(value, np.ndarray) or value.ndim == 0 or value.shape[0] != rows:
+            shape = getattr(value, "shape", type(value).__name__)
+            raise ModelError(f"output {name!r} must be an array with {rows} rows (one per input row), got {shape}")
+
+
+def _model_failed(exc: Exception) -> bool:
+    """Whether the model itself failed (worth re-running smaller batches), rather than
+    the machinery around it (an executor closed, a worker process gone)."""
+    return isinstance(exc, ModelError) or not isinstance(exc, WeftError)
+
+
 class Batcher:
     """Forms batches for ``run`` (an async function of a batch) on the running loop.
 
@@ -150,6 +173,7 @@ class Batcher:
         self._submitted = self._completed = self._failed = 0
         self._rejected = self._expired = self._cancelled = 0
         self._batches = self._rows = 0
+        self._split_batches = self._rerun_batches = 0
 
     # -- requests ------------------------------------------------------------------
     async def infer(self, inputs: Arrays, *, deadline: float | None = None) -> Arrays:
@@ -269,44 +293,62 @@ class Batcher:
         if not batch:
             return
         rows = sum(p.rows for p in batch)
-        if len(batch) == 1:
-            inputs = batch[0].inputs
-        else:
-            inputs = {name: np.concatenate([p.inputs[name] for p in batch]) for name in batch[0].inputs}
         self._running += 1
         self._running_requests += len(batch)
         self._batches += 1
         self._rows += rows
         if self._on_batch is not None:
             self._on_batch(rows)
-        task = asyncio.ensure_future(self._run(inputs))
-        task.add_done_callback(lambda t: self._finish(t, batch, rows))
+        task = asyncio.ensure_future(self._compute(batch, _concatenate(batch)))
+        task.add_done_callback(lambda t: self._finish(t, batch))
 
-    def _finish(self, task: asyncio.Future[Arrays], batch: list[_Pending], rows: int) -> None:
+    async def _compute(self, batch: list[_Pending], inputs: Arrays) -> None:
+        """Run one batch and answer each of its requests with its own rows.
+
+        When the model fails on a batch of several requests, one of them may be the cause
+        (an input the model cannot take): the batch is re-run in halves, recursively, so
+        that the requests the model fails on alone get its error and every other request
+        its result. Other failures (the executor closed, a worker died) fail the batch.
+        """
+        try:
+            outputs = await self._run(inputs)
+            _check_rows(outputs, sum(p.rows for p in batch))
+        except Exception as exc:
+            live = [p for p in batch if not p.future.done()]
+            if len(live) > 1 and _model_failed(exc):
+                self._split_batches += 1
+                middle = len(live) // 2
+                for half in (live[:middle], live[middle:]):
+                    half = [p for p in half if not p.future.done()]  # clients may have left meanwhile
+                    if half:
+                        self._rerun_batches += 1
+                        await self._compute(half, _concatenate(half))
+                return
+            if not isinstance(exc, ServeError):
+                rows = sum(p.rows for p in batch)
+                exc = ModelError(f"the model failed on a batch of {rows} rows: {type(exc).__name__}: {exc}")
+            for p in live:
+                self._failed += 1
+                p.future.set_exception(exc)
+            return
+        start = 0
+        for p in batch:
+            end = start + p.rows
+            if not p.future.done():
+                self._completed += 1
+                p.future.set_result({name: value[start:end] for name, value in outputs.items()})
+            start = end
+
+    def _finish(self, task: asyncio.Future[None], batch: list[_Pending]) -> None:
         self._running -= 1
         self._running_requests -= len(batch)
-        try:
-            outputs = task.result()
-            for name, value in outputs.items():
-                if not isinstance(value, np.ndarray) or value.ndim == 0 or value.shape[0] != rows:
-                    shape = getattr(value, "shape", type(value).__name__)
-                    raise ModelError(f"output {name!r} must be an array with {rows} rows (one per input row), "
-                                     f"got {shape}")
-        except BaseException as exc:
-            if not isinstance(exc, ServeError):
-                exc = ModelError(f"the model failed on a batch of {rows} rows: {type(exc).__name__}: {exc}")
+        error = (ServeError("the batch was interrupted before its result was ready") if task.cancelled()
+                 else task.exception())
+        if error is not None:  # _compute answers every request itself unless interrupted
             for p in batch:
                 if not p.future.done():
                     self._failed += 1
-                    p.future.set_exception(exc)
-        else:
-            start = 0
-            for p in batch:
-                end = start + p.rows
-                if not p.future.done():
-                    self._completed += 1
-                    p.future.set_result({name: value[start:end] for name, value in outputs.items()})
-                start = end
+                    p.future.set_exception(error)
         self._pump(freed=True)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -363,4 +405,5 @@ class Batcher:
             running=self._running_requests,
             submitted=self._submitted, completed=self._completed, failed=self._failed,
             rejected=self._rejected, expired=self._expired, cancelled=self._cancelled,
-            batches=self._batches, rows=self._rows)
+            batches=self._batches, rows=self._rows, split_batches=self._split_batches,
+            rerun_batches=self._rerun_batches)

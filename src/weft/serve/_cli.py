@@ -22,9 +22,9 @@ def register(app: typer.Typer) -> None:
 
 def _announce(server: Server) -> None:
     stats = server.statistics()
-    typer.echo(f"weft serve: {', '.join(server.models)} on {server.url} "
-               f"(backend {stats.backend}: {stats.backend_reason})")
-    typer.echo(f"weft serve: listening on {server.url}", err=False)
+    # One line, on stdout: scripts wait for it and read the URL (its last word).
+    typer.echo(f"weft serve: {', '.join(server.models)} (backend {stats.backend}: {stats.backend_reason}); "
+               f"listening on {server.url}")
     sys.stdout.flush()
 
 
@@ -48,6 +48,7 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve models over the Open Inference Protocol (V2) with dynamic batching."""
+    from rich.console import Console
     from rich.logging import RichHandler
 
     from weft._checks import check_number
@@ -55,14 +56,19 @@ def serve(
     from weft.serve._config import ServerConfig
     from weft.serve._server import Server
 
-    logging.basicConfig(level=log_level.upper(), format="%(message)s", handlers=[RichHandler(show_path=False)])
+    # Logs go to stderr: stdout carries only the start-up line, which scripts read.
+    logging.basicConfig(level=log_level.upper(), format="%(message)s",
+                        handlers=[RichHandler(show_path=False, console=Console(stderr=True))])
     try:
         check_number("--max-delay-ms", max_delay_ms)  # named as typed, before it becomes seconds
         config = ServerConfig(host=host, port=port, max_batch_size=max_batch_size, max_delay=max_delay_ms / 1000,
                               workers=workers, backend=backend, queue_size=queue_size, timeout=timeout_s,
                               token=token, max_body_bytes=int(max_body_mb * _MIB),
                               drain_timeout=drain_timeout_s, log_level="warning")
-        Server(models, config).run(on_ready=_announce)
+        server = Server(models, config)
+        server.run(on_ready=_announce)
     except WeftError as exc:
         typer.echo(f"weft serve: {exc}", err=True)
         raise typer.Exit(2) from None
+    if server.statistics().cut:  # the server logged how many requests it could not finish
+        raise typer.Exit(1)

@@ -43,16 +43,24 @@ class Metrics:
                 depth = GaugeMetricFamily("weft_queue_depth", "Requests waiting for a batch.", labels=["model"])
                 running = GaugeMetricFamily("weft_running_batches", "Batches computing now.", labels=["model"])
                 batches = CounterMetricFamily("weft_batches", "Batches run.", labels=["model"])
+                split = CounterMetricFamily("weft_split_batches", "Batches of several requests the model failed "
+                                            "on, re-run in halves to find the failing requests.", labels=["model"])
+                reruns = CounterMetricFamily("weft_rerun_batches", "The smaller batches run to find the failing "
+                                             "requests of a failed batch.", labels=["model"])
                 for name, s in stats.items():
                     depth.add_metric([name], s.queued)
                     running.add_metric([name], s.running_batches)
                     batches.add_metric([name], s.batches)
+                    split.add_metric([name], s.split_batches)
+                    reruns.add_metric([name], s.rerun_batches)
                 yield depth
                 active = GaugeMetricFamily("weft_requests_in_flight", "Inference requests received and not yet answered.")
                 active.add_metric([], in_flight())
                 yield active
                 yield running
                 yield batches
+                yield split
+                yield reruns
 
         self.registry.register(_Queues())
 

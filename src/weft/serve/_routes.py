@@ -66,7 +66,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 def build_fastapi(service: Service) -> FastAPI:
     """The FastAPI app answering every V2 route for ``service``."""
-    api = FastAPI(title="weft serve", version=service.server_version,
+    # No /docs or /redoc: their pages load Swagger UI / ReDoc from a CDN, blank offline and a
+    # third-party script on the server's origin. /openapi.json describes every route.
+    api = FastAPI(title="weft serve", version=service.server_version, docs_url=None, redoc_url=None,
                   description="Open Inference Protocol (V2) REST with the binary tensor data extension.")
     readiness = service.readiness
 
@@ -100,6 +102,12 @@ def build_fastapi(service: Service) -> FastAPI:
         except HTTPError as exc:
             return fail(exc)
 
+    async def config(name: str, version: str | None) -> Response:
+        try:
+            return JSONResponse(service.model(name, version).config())
+        except HTTPError as exc:
+            return fail(exc)
+
     async def model_ready(name: str, version: str | None) -> Response:
         try:
             service.model(name, version)
@@ -125,6 +133,16 @@ def build_fastapi(service: Service) -> FastAPI:
     @api.get("/v2/models/{name}/versions/{version}", summary="Model metadata (one version)", responses={404: {}})
     async def model_version_metadata(name: str, version: str) -> Response:
         return await metadata(name, version)
+
+    @api.get("/v2/models/{name}/config", summary="Model configuration (max_batch_size, as in Triton)",
+             responses={404: {}})
+    async def model_config(name: str) -> Response:
+        return await config(name, None)
+
+    @api.get("/v2/models/{name}/versions/{version}/config", summary="Model configuration (one version)",
+             responses={404: {}})
+    async def model_version_config(name: str, version: str) -> Response:
+        return await config(name, version)
 
     @api.get("/v2/models/{name}/ready", summary="Model readiness", responses={404: {}, 503: {}})
     async def model_is_ready(name: str) -> Response:

@@ -1,8 +1,9 @@
 """The server's lifecycle: load models on workers, serve HTTP, drain on a signal.
 
 ``Server.run()`` serves in the foreground (the CLI): SIGTERM or SIGINT makes it report
-not-ready, refuse new inference with 503, finish every request in flight, then exit
-(within ``drain_timeout``; a second SIGINT exits at once). ``Server.start()`` /
+not-ready, refuse new inference with 503, finish every request in flight, then exit.
+Requests still in flight after ``drain_timeout``, or at a second SIGINT, are answered
+503 "server shutting down" (counted in ``statistics().cut``) and the server exits. ``Server.start()`` /
 ``close()`` (or ``with Server(...)``) and :func:`serve_in_thread` run it on a background
 thread for tests, notebooks and demos.
 """
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from weft.errors import ConfigError, ServeError
+from weft.errors import ConfigError, ModelError, ServeError
 from weft.exec._policy import BackendChoice
 from weft.serve._batcher import Arrays, Batcher, BatcherStatistics, RunBatch
 from weft.serve._config import ServerConfig, choose_backend
@@ -43,6 +44,8 @@ _server_ids = itertools.count(1)
 #: above any queue_size so that a burst is queued and answered (maybe with a 503) rather
 #: than refused by the kernel, which caps it at net.core.somaxconn anyway.
 LISTEN_BACKLOG = 2048
+#: How long a shutdown that cut the requests in flight waits for their 503s to be written.
+_CUT_ANSWER_SECONDS = 5.0
 #: uvicorn's graceful shutdown (whole seconds) waits for the other routes' responses after
 #: the drain has answered every inference request; 0 would cut those off mid-write.
 _MIN_GRACEFUL_SHUTDOWN_SECONDS = 1
@@ -53,7 +56,9 @@ class ServerStatistics:
     """A snapshot: readiness, requests in flight, the backend and why, each model's batcher.
 
     ``ready`` is true once the models are loaded and the port is open (also while
-    draining); the HTTP readiness route answers 503 while ``draining``.
+    draining); the HTTP readiness route answers 503 while ``draining``. ``cut`` counts
+    the requests a shutdown answered 503 instead of finishing them (past
+    ``drain_timeout`` or at a second interrupt).
     """
 
     ready: bool
@@ -62,6 +67,7 @@ class ServerStatistics:
     backend: str
     backend_reason: str
     models: dict[str, BatcherStatistics]
+    cut: int = 0
 
 
 _NOT_STARTED = BackendChoice(backend="?", reason="not started")
@@ -96,6 +102,8 @@ class Server:
         self._snapshot_lock = threading.Lock()
         self._snapshots: set[Future[ServerStatistics]] = set()
         self._loop_done = False
+        self._interrupted = asyncio.Event()  # a second interrupt while draining
+        self._cut = 0  # requests in flight a shutdown answered 503 instead of waiting for
 
     # -- public --------------------------------------------------------------------
     @property
@@ -194,7 +202,8 @@ class Server:
         return ServerStatistics(ready=service is not None and service.readiness.started,
                                 draining=service is not None and service.readiness.draining,
                                 in_flight=0 if service is None else service.in_flight,
-                                backend=self._backend.backend, backend_reason=self._backend.reason, models=models)
+                                backend=self._backend.backend, backend_reason=self._backend.reason, models=models,
+                                cut=self._cut)
 
     def _answer_snapshot(self, future: Future[ServerStatistics]) -> None:
         with self._snapshot_lock:
@@ -238,15 +247,20 @@ class Server:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._backend = choose_backend(cfg, self._specs)
-        log.info("weft serve: backend %s (%s)", self._backend.backend, self._backend.reason)
+        log.debug("weft serve: backend %s (%s)", self._backend.backend, self._backend.reason)
         # A backend the server chose gets the reason; one the user named (maybe registered
         # with weft.exec.register, whose factory need only take workers=) keeps its own.
         options = {"reason": self._backend.reason} if cfg.backend == "auto" else {}
-        executor = weft.exec.create(self._backend.backend, workers=cfg.workers, **options)
+        # Bound before the models load: a port in use is said at once, not after minutes of loading.
+        sock = _listen(cfg.host, cfg.port)
+        try:
+            executor = weft.exec.create(self._backend.backend, workers=cfg.workers, **options)
+        except BaseException:
+            sock.close()
+            raise
         refs: list[ModelRef] = []
         try:
             service = self._service = await self._load(executor, refs)
-            sock = _listen(cfg.host, cfg.port)
             port = sock.getsockname()[1]
             host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
             self._url = f"http://{host}:{port}"
@@ -268,15 +282,16 @@ class Server:
                 self._begin_drain()
             elif self._on_ready is not None and server.started:
                 self._on_ready(self)
-            log.info("weft serve: %s on %s (backend %s)", ", ".join(service.models), self._url,
-                     self._backend.backend)
+            log.debug("weft serve: %s on %s (backend %s)", ", ".join(service.models), self._url,
+                      self._backend.backend)
             await serving
-            sock.close()
         finally:
+            sock.close()
             for model in (self._service.models.values() if self._service else ()):
                 if not model.batcher.closed:
                     await model.batcher.drain()
-            executor.close(cancel=True)
+            # A shutdown that cut requests does not wait for the batches they were in either.
+            executor.close(cancel=True, timeout=0 if self._cut else None)
             for ref in refs:
                 _worker.forget(ref.key)
 
@@ -284,6 +299,7 @@ class Server:
         """Load every model on the workers; the service that answers for them."""
         import weft
         from weft.serve import _worker
+        from weft.serve._failures import details
         from weft.serve._metrics import Metrics
         from weft.serve._service import ServedModel, Service
 
@@ -292,7 +308,13 @@ class Server:
         for index, spec in enumerate(self._specs):
             ref = _worker.ModelRef(spec, f"{os.getpid()}-{self._id}-{index}")
             refs.append(ref)
-            info = await asyncio.wrap_future(executor.submit(_worker.describe, ref))
+            try:
+                info = await asyncio.wrap_future(executor.submit(_worker.describe, ref))
+            except ModelError as exc:
+                text = details(exc)
+                if text is not None:  # the user's traceback, for the log only
+                    log.error("%s\n%s", exc, text.rstrip())
+                raise
             if any(d.name == info.name for d in described):
                 raise ConfigError(f"two models are named {info.name!r}: serve one as othername=spec")
             described.append(info)
@@ -310,14 +332,20 @@ class Server:
     # -- draining ------------------------------------------------------------------
     def _on_signal(self, sig: int) -> None:
         if self._drain_task is not None or (self._uvicorn is not None and self._uvicorn.should_exit):
-            if sig == signal.SIGINT and self._uvicorn is not None:
-                log.warning("weft serve: second interrupt, exiting now")
-                self._uvicorn.force_exit = True
-                self._uvicorn.should_exit = True
+            if sig == signal.SIGINT and self._loop is not None:
+                self._loop.call_soon_threadsafe(self._interrupt)
             return
         log.warning("weft serve: %s received: draining", signal.Signals(sig).name)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._begin_drain)
+
+    def _interrupt(self) -> None:
+        """On the loop thread, at a second interrupt: stop waiting for the requests in flight."""
+        if self._drain_task is not None and not self._drain_task.done():
+            self._interrupted.set()
+        elif self._uvicorn is not None:  # drained already: only connections are left to close
+            self._uvicorn.force_exit = True
+            self._uvicorn.should_exit = True
 
     def _begin_drain(self) -> None:
         """On the loop thread: start draining, or note that it must once serving begins."""
@@ -326,15 +354,34 @@ class Server:
             self._drain_task = asyncio.ensure_future(self._drain(self._service, self._uvicorn))
 
     async def _drain(self, service: Service, server: Any) -> None:
+        """Refuse new requests and wait for those in flight, up to ``drain_timeout`` or a
+        second interrupt; then answer those left 503 (server shutting down) and stop."""
         service.readiness.phase = Phase.DRAINING
+
+        async def drained() -> None:
+            await asyncio.gather(*(m.batcher.drain() for m in service.models.values()))
+            await service.wait_idle()
+
+        waiting = asyncio.ensure_future(drained())
+        interrupted = asyncio.ensure_future(self._interrupted.wait())
         try:
-            async with asyncio.timeout(self.config.drain_timeout):
-                await asyncio.gather(*(m.batcher.drain() for m in service.models.values()))
-                await service.wait_idle()
-        except TimeoutError:
-            log.error("weft serve: %d request(s) still in flight after %.1f s; exiting anyway",
-                      service.in_flight, self.config.drain_timeout)
-            server.force_exit = True
+            await asyncio.wait([waiting, interrupted], timeout=self.config.drain_timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            interrupted.cancel()
+        if not waiting.done():
+            waiting.cancel()
+            why = ("a second interrupt" if self._interrupted.is_set()
+                   else f"the drain timeout ({self.config.drain_timeout:g} s)")
+            cut = service.cut_in_flight()
+            self._cut += cut
+            log.error("weft serve: %d request(s) still in flight after %s: answered 503 (server shutting down)",
+                      cut, why)
+            # The cut requests answer at once (nothing they wait for is awaited any more);
+            # the bound is for a client that does not read its answer.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_CUT_ANSWER_SECONDS):
+                    await service.wait_idle()
         server.should_exit = True
 
 

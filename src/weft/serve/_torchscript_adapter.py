@@ -1,9 +1,11 @@
 """The ``torchscript`` adapter: a ``.pt`` file loaded with ``torch.jit.load``.
 
-TorchScript files do not record tensor names or types. A sidecar ``<file>.json``
-(``{"inputs": [{"name", "datatype", "shape"}], "outputs": [...]}``) declares them;
-without it the model takes ``INPUT__0`` and returns ``OUTPUT__0`` (FP32, 2-D), as
-Triton's PyTorch backend names them. Inputs are passed positionally in declared order.
+TorchScript files do not record tensor names or types. A sidecar JSON file beside the
+model, ``<file>.json`` (``model.pt.json``; ``model.json`` also works), declares them:
+``{"inputs": [{"name", "datatype", "shape"}], "outputs": [...]}``. Without one, the
+inputs are ``INPUT__0`` .. ``INPUT__<n-1>`` for the n arguments of ``forward`` and the
+outputs ``OUTPUT__0`` .. for the tensors it returns (FP32, 2-D), as Triton's PyTorch
+backend names them. Inputs are passed positionally in declared order.
 """
 
 from __future__ import annotations
@@ -28,15 +30,15 @@ class TorchScriptModel:
             raise ConfigError(f"TorchScript file {path!r} does not exist")
         self.path = path
         self.name = os.path.splitext(os.path.basename(path))[0]
-        sidecar = os.path.splitext(path)[0] + ".json"
-        if os.path.isfile(sidecar):
-            with open(sidecar) as f:
+        self.inputs: list[TensorSpec] = []
+        self.outputs: list[TensorSpec] = []
+        self.sidecar = next((p for p in (path + ".json", os.path.splitext(path)[0] + ".json") if os.path.isfile(p)),
+                            None)
+        if self.sidecar is not None:
+            with open(self.sidecar) as f:
                 doc = json.load(f)
             self.inputs = [TensorSpec.from_dict(t) for t in doc["inputs"]]
             self.outputs = [TensorSpec.from_dict(t) for t in doc["outputs"]]
-        else:
-            self.inputs = [TensorSpec("INPUT__0", "FP32", [-1, -1])]
-            self.outputs = [TensorSpec("OUTPUT__0", "FP32", [-1, -1])]
         self._module: Any = None
 
     def load(self) -> None:
@@ -49,6 +51,13 @@ class TorchScriptModel:
             warnings.simplefilter("ignore", DeprecationWarning)
             self._module = torch.jit.load(self.path, map_location="cpu")  # type: ignore[no-untyped-call]
         self._module.eval()
+        if self.sidecar is None:  # Triton's names, as many as forward takes and returns
+            schema = self._module.forward.schema
+            arguments = [a for a in schema.arguments if a.name != "self"]
+            self.inputs = [TensorSpec(f"INPUT__{i}", "FP32", [-1, -1]) for i in range(len(arguments))]
+            returned = schema.returns[0].type if len(schema.returns) == 1 else None
+            count = len(returned.elements()) if isinstance(returned, torch.TupleType) else 1
+            self.outputs = [TensorSpec(f"OUTPUT__{i}", "FP32", [-1, -1]) for i in range(count)]
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -59,7 +68,7 @@ class TorchScriptModel:
         values = list(result) if isinstance(result, tuple | list) else [result]
         if len(values) != len(self.outputs):
             raise ModelError(f"TorchScript model {self.name!r} returned {len(values)} tensors, "
-                             f"{len(self.outputs)} declared")
+                             f"{len(self.outputs)} declared" + (f" in {self.sidecar}" if self.sidecar else ""))
         return {t.name: v.detach().cpu().numpy() for t, v in zip(self.outputs, values, strict=True)}
 
 

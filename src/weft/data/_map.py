@@ -149,6 +149,9 @@ class MapNode(Node):
         ruled = _policy.interpreter_rule(self._workers)
         if ruled is not None:
             return ruled.backend, ruled.reason
+        from weft.exec._process import exit_if_unguarded_worker
+
+        exit_if_unguarded_worker()  # a worker re-running an unguarded script stops before measuring
         try:
             pickle.dumps(self._fn)
         except Exception as exc:

@@ -50,6 +50,21 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def default_venvs() -> Path:
+    """Where ``.venv`` and ``.venv-ft`` are: this checkout, or the main checkout of a git
+    worktree (whose venvs import the main checkout's weft: children then get this
+    checkout's ``src`` first on PYTHONPATH)."""
+    if (REPO / ".venv").exists():
+        return REPO
+    git = REPO / ".git"
+    if git.is_file():  # a worktree: "gitdir: <main>/.git/worktrees/<name>"
+        gitdir = Path(git.read_text().split(":", 1)[1].strip())
+        main = gitdir.parents[2]
+        if (main / ".venv").exists():
+            return main
+    return REPO
+
+
 # --------------------------------------------------------------------------- the matrix
 def configurations(workload: str, tag: str, cores: int) -> list[tuple[str, str, dict[str, Any]]]:
     """(contender, label, options) for one workload on one interpreter, in table order."""
@@ -167,7 +182,9 @@ def run_workload(name: str, interps: list[envs.Interpreter], args: argparse.Name
                     continue  # a failed configuration is not retried
                 spec = {"workload": name, "contender": contender, "options": options, "items": n,
                         **epochs_for(name, contender, n, args.quick)}
-                result = run_config(str(python), spec, timeout=args.timeout)
+                # weft's own contenders import this checkout's weft, whichever venv runs them
+                extra = {"PYTHONPATH": str(REPO / "src")} if contender in ("serial", "weft", "threads") else None
+                result = run_config(str(python), spec, timeout=args.timeout, env_extra=extra)
                 ok = result["ok"]
                 rate = result["window_items"] / result["window_s"] if ok else 0.0
                 print(f"  {name:6} {interp.label:6} {label:26} "
@@ -197,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(default 1 with --quick, else 2)")
     parser.add_argument("--items", type=int, default=0, help="items per epoch (default: the workload's)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per configuration")
+    parser.add_argument("--venvs", type=Path, default=default_venvs(),
+                        help="directory holding .venv and .venv-ft (default: this checkout's, or its main checkout's)")
     parser.add_argument("--no-lock", action="store_true", help="do not take /tmp/weft-cpu.lock")
     parser.add_argument("--setup-only", action="store_true", help="create the environments and data, then stop")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results directory")
@@ -225,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     interps: list[envs.Interpreter] = []
     skipped: list[dict[str, str]] = []
     for tag in [t for t in args.python.split(",") if t]:
-        venv = REPO / (".venv" if tag == "gil" else ".venv-ft")
+        venv = args.venvs / (".venv" if tag == "gil" else ".venv-ft")
         interp = envs.interpreter(tag, venv)
         if interp is None:
             skipped.append({"workload": "*", "python": tag, "contender": "*", "reason": f"{venv} does not exist"})

@@ -312,7 +312,9 @@ class Workload:
     name: str
     fn: Callable[[Any], np.ndarray]
     batch_size: int
+    #: items of the long length (about 30 s of serial work on the benchmark machine)
     items: int
+    #: items of the short length (about 1 s of serial work)
     quick_items: int
     description: str
     #: "cpu" (bounded by cores) or "io" (bounded by waiting, not cores)
@@ -320,32 +322,32 @@ class Workload:
 
 
 WORKLOADS: dict[str, Workload] = {
-    "records": Workload(name="records", fn=record_item, batch_size=64, items=600_000, quick_items=20_000,
+    "records": Workload(name="records", fn=record_item, batch_size=64, items=750_000, quick_items=25_000,
                         kind="cpu", description="pure Python on small items: parse a 24-field record, "
                                                 "statistics -> float32[8]; batch 64"),
-    "matmul": Workload(name="matmul", fn=matmul_item, batch_size=16, items=15_000, quick_items=500,
+    "matmul": Workload(name="matmul", fn=matmul_item, batch_size=16, items=35_000, quick_items=1_200,
                        kind="cpu", description="NumPy-heavy (GIL released): 320x320 float32 matrix product "
                                                "and reduction -> float32[320]; batch 16"),
-    "spectro": Workload(name="spectro", fn=spectro_item, batch_size=16, items=30_000, quick_items=1_000,
+    "spectro": Workload(name="spectro", fn=spectro_item, batch_size=16, items=12_800, quick_items=432,
                         kind="cpu", description="mixed: NumPy spectrogram + pure-Python metadata parsing -> "
                                                 "float32[160,128] (80 KB); batch 16"),
-    "medium": Workload(name="medium", fn=medium_item, batch_size=16, items=15_000, quick_items=500,
+    "medium": Workload(name="medium", fn=medium_item, batch_size=16, items=15_500, quick_items=512,
                        kind="cpu", description="256 KB results: 2-D FFT low-pass of a 256x256 field -> "
                                                "float32[256,256]; batch 16"),
-    "large": Workload(name="large", fn=large_item, batch_size=4, items=6_000, quick_items=200,
+    "large": Workload(name="large", fn=large_item, batch_size=4, items=10_000, quick_items=336,
                       kind="cpu", description="4 MB results: outer product + sine -> float32[1024,1024]; "
                                               "batch 4"),
-    "images": Workload(name="images", fn=image_item, batch_size=32, items=2000, quick_items=600,
+    "images": Workload(name="images", fn=image_item, batch_size=32, items=15_000, quick_items=512,
                        kind="cpu",
                        description="image decode + augment: 256x256 JPEG, read, decode, random-resized-crop "
                                    "224, flip, normalize to float32 CHW; batch 32"),
-    "text": Workload(name="text", fn=text_item, batch_size=64, items=20000, quick_items=8000,
+    "text": Workload(name="text", fn=text_item, batch_size=64, items=80_000, quick_items=2_700,
                      kind="cpu",
                      description="tokenisation: ~2 KB document, lowercase, regex split, vocabulary lookup, "
                                  "hashing of unknown words to int32[256]; batch 64"),
-    "io": Workload(name="io", fn=io_item, batch_size=32, items=6000, quick_items=200, kind="io",
+    "io": Workload(name="io", fn=io_item, batch_size=32, items=5_200, quick_items=176, kind="io",
                    description="5 ms blocking read (sleep) + light NumPy work; batch 32"),
-    "io50": Workload(name="io50", fn=slow_io_item, batch_size=32, items=600, quick_items=64, kind="io",
+    "io50": Workload(name="io50", fn=slow_io_item, batch_size=32, items=600, quick_items=20, kind="io",
                      description="50 ms blocking read (sleep) + light NumPy work; batch 32"),
 }
 
@@ -378,6 +380,7 @@ def items_for(name: str, count: int, root: Path = DATA_ROOT) -> list[Any]:
     suffix = ".jpg" if name == "images" else ".txt"
     directory = root / name
     paths = sorted(str(directory / f) for f in os.listdir(directory) if f.endswith(suffix))
-    if len(paths) < count:
-        raise SystemExit(f"{directory} holds {len(paths)} items, {count} needed: regenerate the data")
-    return paths[:count]
+    if not paths:
+        raise SystemExit(f"{directory} holds no items: regenerate the data")
+    # a long epoch goes round the files again (from the page cache, like a second epoch)
+    return [paths[i % len(paths)] for i in range(count)]

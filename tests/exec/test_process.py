@@ -189,3 +189,15 @@ def test_an_exception_that_cannot_be_unpickled_arrives_as_remote_error() -> None
     assert isinstance(err, RemoteError), err
     assert "NeedsTwoArguments: bad input 5" in str(err)
     assert isinstance(err.__cause__, RemoteTraceback) and "raise_needs_two" in err.__cause__.text
+
+
+def test_start_boots_workers_before_any_submit(no_leaks: None) -> None:
+    with weft.exec.create("process", workers=2) as ex:
+        assert ex.statistics().submitted == 0
+        ex.start()
+        ex.start()  # idempotent
+        assert wait_until(lambda: ex.ready_workers == 2, timeout=60), "both workers announce themselves"
+        assert ex.statistics().submitted == 0, "started without any work"
+        assert ex.submit(abs, -3).result(timeout=60) == 3
+    with pytest.raises(ExecutorClosed, match="closed"):
+        ex.start()

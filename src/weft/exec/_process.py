@@ -156,12 +156,31 @@ class ProcessExecutor(Executor):
                 raise self._fatal or ExecutorClosed("this process executor is closed: create a new one to "
                                                     "submit work")
             self._pending.append(task)
-            if self._dispatcher is None:
-                self._dispatcher = threading.Thread(target=self._dispatch, name="weft-process-dispatcher",
-                                                    daemon=True)
-                self._dispatcher.start()
+            self._start_dispatcher()
         self._wake()
         return future
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._fatal is not None:
+                raise self._fatal
+            if self._dispatcher is None:
+                # started here, in the caller's thread: when start() returns, every worker
+                # process exists (and boots while the caller goes on)
+                while len(self._workers) < self.workers:
+                    self._workers.append(self._spawn())
+            self._start_dispatcher()
+
+    def _start_dispatcher(self) -> None:
+        """Start the dispatcher thread, which starts the workers (call with the lock held)."""
+        if self._dispatcher is None:
+            self._dispatcher = threading.Thread(target=self._dispatch, name="weft-process-dispatcher", daemon=True)
+            self._dispatcher.start()
+
+    @property
+    def ready_workers(self) -> int:
+        """Workers that have started and wait for work or run it."""
+        return sum(1 for w in list(self._workers) if w.ready)
 
     def _wake(self) -> None:
         if self._wake_pending:
@@ -190,7 +209,7 @@ class ProcessExecutor(Executor):
 
     def _dispatch(self) -> None:
         try:
-            for _ in range(self.workers):
+            while len(self._workers) < self.workers:  # unless start() started them
                 self._workers.append(self._spawn())
             while True:
                 self._assign()

@@ -163,12 +163,14 @@ def test_a_function_whose_cost_changes_mid_run_is_measured_again() -> None:
     costly = _run(trials, clock, chunks=120, items=4, seconds_per_item=5e-3,
                   rates={"thread": 200.0, "process": 390.0})
     assert trials.rounds == 1, "the cost moved by more than REDECIDE_COST_FACTOR: one round"
+    assert _policy.REDECIDE_COST_FACTOR < 5e-3 / 20e-6
     assert "process" in costly and costly[-1] == "process"
     assert trials.decision is not None and trials.decision.backend == "process"
     rates = dict(trials.decision.throughputs or ())
     assert rates["process"] == pytest.approx(390.0) and rates["thread"] == pytest.approx(200.0)
     # settled: the new cost is the new baseline, so no further round while it holds
-    _run(trials, clock, chunks=40, items=4, seconds_per_item=3e-3, rates={"thread": 200.0, "process": 390.0})
+    _run(trials, clock, chunks=40, items=4, seconds_per_item=5e-3 / _policy.REDECIDE_COST_FACTOR * 1.5,
+         rates={"thread": 200.0, "process": 390.0})
     assert trials.rounds == 1 and trials.current == "process"
 
 

@@ -383,12 +383,17 @@ class MapNode(Node):
     def _follow_trials(self, chunk: _Chunk, result: ChunkResult) -> None:
         """Switch backend when the throughput trials say so; close replaced executors
         once their chunks are in (their results are still handed on, in order)."""
+        from weft.exec import _policy
+
         trials = self._trials
         assert trials is not None and self._executor is not None
-        before = trials.decision
+        before, rounds = trials.decision, trials.rounds
         target = trials.finished(chunk.backend, len(chunk.keys), result.seconds)
         if target != self._executor.backend:
             self._use(target, "")
+        if trials.rounds != rounds:
+            self._reason = (f"the cost per item moved by more than {_policy.REDECIDE_COST_FACTOR:g}x: "
+                            f"measuring the throughput of {' and '.join(trials.candidates)} again")
         if trials.decision is not before and trials.decision is not None:
             self._reason = trials.decision.reason
             log.info("weft: stage %d %r runs on %s: %s", self.index, self.name, target, self._reason)

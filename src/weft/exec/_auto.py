@@ -175,8 +175,9 @@ def calibrate(fn: Callable[[T], R], items: Iterator[tuple[int, T]], *, workers: 
 #: Weight of the newest chunk in the running average of seconds per item that
 #: :class:`BackendTrials` watches for a change of cost.
 _COST_SMOOTHING = 0.3
-#: Chunks averaged after a decision before its cost is the baseline to compare with.
-_BASELINE_CHUNKS = 3
+#: Chunks averaged after a decision before its cost is the baseline to compare with (the
+#: first chunks of a stage are its smallest, and their cost the noisiest).
+_BASELINE_CHUNKS = 5
 
 
 class BackendTrials:

@@ -182,3 +182,12 @@ def test_chunks_sent_before_a_trial_do_not_count_for_it() -> None:
         clock.now += 1.0
         assert trials.finished("thread", 1000, 1.0) == "process"
     assert trials.measuring and trials.decision is None
+
+
+def test_one_slow_chunk_is_not_a_change_of_cost() -> None:
+    clock = _Clock()
+    trials = _auto.BackendTrials(current="thread", clock=clock)
+    _run(trials, clock, chunks=20, items=10, seconds_per_item=1e-3, rates={"thread": 2000.0})
+    _run(trials, clock, chunks=1, items=10, seconds_per_item=50e-3, rates={"thread": 2000.0})
+    _run(trials, clock, chunks=20, items=10, seconds_per_item=1e-3, rates={"thread": 2000.0})
+    assert trials.rounds == 0 and trials.current == "thread"

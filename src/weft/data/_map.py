@@ -388,7 +388,8 @@ class MapNode(Node):
         trials = self._trials
         assert trials is not None and self._executor is not None
         before, rounds = trials.decision, trials.rounds
-        target = trials.finished(chunk.backend, len(chunk.keys), result.seconds)
+        # CPU seconds: wall time on threads of a GIL build also counts waiting for the GIL
+        target = trials.finished(chunk.backend, len(chunk.keys), result.cpu_seconds or result.seconds)
         if target != self._executor.backend:
             self._use(target, "")
         if trials.rounds != rounds:

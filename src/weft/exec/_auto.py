@@ -178,6 +178,9 @@ _COST_SMOOTHING = 0.3
 #: Chunks averaged after a decision before its cost is the baseline to compare with (the
 #: first chunks of a stage are its smallest, and their cost the noisiest).
 _BASELINE_CHUNKS = 5
+#: Chunks in a row whose cost is out of the baseline's band before a round starts:
+#: one slow chunk (a page fault storm, a busy machine) is not a change of the function.
+_CHANGED_CHUNKS = 4
 
 
 class BackendTrials:
@@ -204,6 +207,7 @@ class BackendTrials:
         self._cost: float | None = None
         self._baseline: float | None = None
         self._baseline_chunks = 0
+        self._changed_chunks = 0
         self._rates: dict[str, float] = {}
         self._todo: list[str] = []
         self._kept = current  # the backend in use when the round began
@@ -228,8 +232,8 @@ class BackendTrials:
         self._trial_items = 0
 
     def finished(self, backend: str, items: int, seconds: float) -> str:
-        """A chunk of ``items`` that ran on ``backend`` (its worker spent ``seconds``) was
-        handed on; returns the backend new chunks go to."""
+        """A chunk of ``items`` that ran on ``backend`` was handed on; ``seconds`` is what it
+        cost its worker (CPU seconds where measured). Returns the backend new chunks go to."""
         if items <= 0:
             return self.current
         if self._todo:
@@ -271,7 +275,13 @@ class BackendTrials:
                 self._baseline = self._cost
             return
         factor = _policy.REDECIDE_COST_FACTOR
-        if self._baseline > 0 and not (self._baseline / factor <= self._cost <= self._baseline * factor):
+        # each chunk's own cost, not the average: one outlier must not stay out of band
+        if self._baseline > 0 and not (self._baseline / factor <= per_item <= self._baseline * factor):
+            self._changed_chunks += 1
+        else:
+            self._changed_chunks = 0
+        if self._changed_chunks >= _CHANGED_CHUNKS:
+            self._changed_chunks = 0
             others = [c for c in self.candidates if c != self.current]
             self.start([self.current, *others])
 

@@ -24,8 +24,9 @@ The rule, in order:
 7. A map stage then holds its choice to what it delivers (:func:`by_throughput`):
    processes chosen in rule 6 run a trial of :data:`THROUGHPUT_TRIAL_SECONDS`, and
    the stage goes back to threads unless processes beat the threads' measured rate.
-   When the cost per item its workers report moves by :data:`REDECIDE_COST_FACTOR`
-   (either way) from the cost at the last decision, both backends are measured again
+   When the cost per item its workers report (CPU seconds, which waiting for the GIL does
+   not inflate) moves by :data:`REDECIDE_COST_FACTOR` (either way) from the cost after the
+   last decision, for several chunks in a row, both backends are measured again
    on the items in hand, and the faster by :data:`SWITCH_MARGIN` runs the rest.
 """
 

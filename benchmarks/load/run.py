@@ -1,13 +1,19 @@
 """Load benchmark: weft.data against a serial loop, torch DataLoader, SPDL, Grain and torchdata.nodes.
 
-One run, the same data, the same per-item functions (``workloads.py``) for every contender;
+A zoo of workloads of different shapes (``workloads.py``: pure Python on small items,
+NumPy-heavy, mixed NumPy + Python, 256 KB and 4 MB results, image decode + augment,
+tokenisation, waits of 5 ms and 50 ms), each at a short length (about one second of serial
+work) and a long one (about thirty). Every configuration runs one cold epoch, timed from
+building its pipeline: start-up counts, as it does for a user.
+
+One run, the same data, the same per-item functions for every contender;
 each configuration runs in its own fresh process so that the peak RSS and the CPU seconds of
 its whole process tree are its own (``harness.py``). Peers live in their own virtual
 environments under ``benchmarks/.envs`` (created here, idempotently: ``envs.py``); weft runs
 in the repository's ``.venv`` (GIL) and ``.venv-ft`` (free-threaded 3.13t, GIL off).
 
-    python benchmarks/load/run.py --quick                 # < 5 minutes, all contenders
-    python benchmarks/load/run.py --workloads text --python ft
+    python benchmarks/load/run.py --quick                 # short length only (~15 minutes)
+    python benchmarks/load/run.py --workloads text,spectro --python ft --lengths long
     python benchmarks/load/run.py --setup-only            # environments and data only
 
 The CPU lock ``/tmp/weft-cpu.lock`` is taken once per workload (never for the whole run),
@@ -22,7 +28,6 @@ import contextlib
 import datetime as dt
 import fcntl
 import json
-import math
 import os
 import platform
 import sys
@@ -50,16 +55,41 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def default_venvs() -> Path:
+    """Where ``.venv`` and ``.venv-ft`` are: this checkout, or the main checkout of a git
+    worktree (whose venvs import the main checkout's weft: children then get this
+    checkout's ``src`` first on PYTHONPATH)."""
+    if (REPO / ".venv").exists():
+        return REPO
+    git = REPO / ".git"
+    if git.is_file():  # a worktree: "gitdir: <main>/.git/worktrees/<name>"
+        gitdir = Path(git.read_text().split(":", 1)[1].strip())
+        main = gitdir.parents[2]
+        if (main / ".venv").exists():
+            return main
+    return REPO
+
+
 # --------------------------------------------------------------------------- the matrix
-def configurations(workload: str, tag: str, cores: int) -> list[tuple[str, str, dict[str, Any]]]:
+#: Serial seconds of work per epoch at each length (the item counts in workloads.py).
+LENGTHS = ("short", "long")
+
+
+def configurations(workload: str, tag: str, cores: int, quick: bool) -> list[tuple[str, str, dict[str, Any]]]:
     """(contender, label, options) for one workload on one interpreter, in table order."""
-    io = workload == "io"
+    io = workloads.WORKLOADS[workload].kind == "io"
     out: list[tuple[str, str, dict[str, Any]]] = [("serial", "serial loop", {})]
     weft_workers = IO_THREADS if io else cores
     out.append(("weft", "weft", {"workers": weft_workers, "backend": "auto", "prefetch": 2}))
+    # weft's own backends, so that auto can be held to the best of them
+    if not io and tag == "gil":
+        out.append(("weft", "weft thread", {"workers": weft_workers, "backend": "thread", "prefetch": 2}))
+        out.append(("weft", "weft process", {"workers": weft_workers, "backend": "process", "prefetch": 2}))
     out.append(("threads", "thread pool", {"workers": weft_workers}))
     if tag == "gil":
-        out.append(("torch", "DataLoader", {"workers": cores, "prefetch_factor": 4}))
+        # DataLoader at its best prefetch_factor: the full run tries several, the report keeps the best
+        for factor in ((4,) if quick else (2, 4, 8)):
+            out.append(("torch", f"DataLoader (prefetch {factor})", {"workers": cores, "prefetch_factor": factor}))
         if io:  # what a DataLoader user would do for I/O: more workers than cores
             out.append(("torch", "DataLoader (16 workers)", {"workers": 16, "prefetch_factor": 4}))
         out.append(("torchdata", "torchdata.nodes",
@@ -80,14 +110,10 @@ def configurations(workload: str, tag: str, cores: int) -> list[tuple[str, str, 
     return out
 
 
-def epochs_for(workload: str, contender: str, n: int, quick: bool) -> dict[str, int]:
-    if contender == "serial":
-        # nothing prefetched, so no cool-down; a warm-up epoch only to bring the files into
-        # the page cache (the first pass over 20,000 text files measured 40% slower)
-        return {"warmup": 0 if workload == "io" else 1, "epochs": 1, "cooldown": 0}
-    # the cool-down must outlast the deepest prefetch buffer (Grain: 500 items per reader)
-    cooldown = max(1, math.ceil(1024 / n))
-    return {"warmup": 1, "epochs": 1 if quick else 2, "cooldown": cooldown}
+#: Every configuration runs one cold epoch, timed from building the pipeline to its last
+#: batch: start-up is part of what a user waits for, and with nothing after the epoch no
+#: prefetched item is counted for free.
+COLD_EPOCH = {"warmup": 0, "epochs": 1, "cooldown": 0}
 
 
 # --------------------------------------------------------------------------- the CPU lock
@@ -135,17 +161,17 @@ def cpu_lock(enabled: bool) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- running
-def run_workload(name: str, interps: list[envs.Interpreter], args: argparse.Namespace,
+def run_workload(name: str, length: str, interps: list[envs.Interpreter], args: argparse.Namespace,
                  skipped: list[dict[str, str]]) -> list[dict[str, Any]]:
     w = workloads.WORKLOADS[name]
-    n = args.items or (w.quick_items if args.quick else w.items)
+    n = args.items or (w.quick_items if length == "short" else w.items)
     cores = usable_cores()
     rows: list[dict[str, Any]] = []
     with cpu_lock(not args.no_lock):
         workloads.ensure_data(name)
         plan: list[tuple[envs.Interpreter, str, str, dict[str, Any], Path]] = []
         for interp in interps:
-            for contender, label, options in configurations(name, interp.tag, cores):
+            for contender, label, options in configurations(name, interp.tag, cores, args.quick):
                 if args.contenders and contender not in args.contenders:
                     continue
                 if contender in ("serial", "weft", "threads"):
@@ -165,13 +191,15 @@ def run_workload(name: str, interps: list[envs.Interpreter], args: argparse.Name
             for i, (interp, contender, label, options, python) in enumerate(plan):
                 if attempts[i] and not attempts[i][-1]["ok"]:
                     continue  # a failed configuration is not retried
-                spec = {"workload": name, "contender": contender, "options": options, "items": n,
-                        **epochs_for(name, contender, n, args.quick)}
-                result = run_config(str(python), spec, timeout=args.timeout)
+                spec = {"workload": name, "contender": contender, "options": options, "items": n, **COLD_EPOCH}
+                # weft's own contenders import this checkout's weft, whichever venv runs them
+                extra = {"PYTHONPATH": str(REPO / "src")} if contender in ("serial", "weft", "threads") else None
+                result = run_config(str(python), spec, timeout=args.timeout, env_extra=extra)
                 ok = result["ok"]
                 rate = result["window_items"] / result["window_s"] if ok else 0.0
-                print(f"  {name:6} {interp.label:6} {label:26} "
-                      + (f"{rate:9.0f} items/s  rss {result['peak_rss_bytes'] / 2**20:6.0f} MB"
+                print(f"  {name:8} {length:5} {interp.label:6} {label:26} "
+                      + (f"{rate:9.0f} items/s  first batch {result['time_to_first_batch_s'] * 1e3:6.0f} ms  "
+                         f"rss {result['peak_rss_bytes'] / 2**20:6.0f} MB"
                          if ok else f"FAILED: {result.get('error', '')[-400:]}"), flush=True)
                 result["items_per_s"] = rate
                 backends = (result.get("info") or {}).get("backends") or []
@@ -180,7 +208,7 @@ def run_workload(name: str, interps: list[envs.Interpreter], args: argparse.Name
                 if i not in best or rate > best[i]["items_per_s"]:
                     best[i] = result
         for i, (interp, contender, label, options, _python) in enumerate(plan):
-            rows.append({"workload": name, "python": interp.label, "interpreter": interp.tag,
+            rows.append({"workload": name, "length": length, "python": interp.label, "interpreter": interp.tag,
                          "contender": contender, "label": label, "options": options, "items": n,
                          "cores": cores, **best[i], "attempts": attempts[i]})
     return rows
@@ -188,15 +216,19 @@ def run_workload(name: str, interps: list[envs.Interpreter], args: argparse.Name
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer items and epochs (< 5 minutes in all)")
-    parser.add_argument("--workloads", default="images,text,io", help="comma list of images,text,io")
+    parser.add_argument("--quick", action="store_true", help="the short length only, one DataLoader setting")
+    parser.add_argument("--workloads", default=",".join(workloads.WORKLOADS),
+                        help=f"comma list of {','.join(workloads.WORKLOADS)}")
+    parser.add_argument("--lengths", default=None, help="short (~1 s of serial work), long (~30 s) or both "
+                        "(default: short with --quick, else both)")
     parser.add_argument("--python", default="gil,ft",
                         help="interpreters: gil (.venv, CPython with the GIL), ft (.venv-ft, 3.13t GIL off)")
     parser.add_argument("--contenders", default="", help="only these (serial,weft,threads,torch,torchdata,spdl,grain)")
-    parser.add_argument("--repeat", type=int, default=None, help="runs per configuration, best kept "
-                        "(default 1 with --quick, else 2)")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per configuration, best kept (default 1)")
     parser.add_argument("--items", type=int, default=0, help="items per epoch (default: the workload's)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per configuration")
+    parser.add_argument("--venvs", type=Path, default=default_venvs(),
+                        help="directory holding .venv and .venv-ft (default: this checkout's, or its main checkout's)")
     parser.add_argument("--no-lock", action="store_true", help="do not take /tmp/weft-cpu.lock")
     parser.add_argument("--setup-only", action="store_true", help="create the environments and data, then stop")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results directory")
@@ -215,7 +247,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if unknown:
         print(f"load: ignoring arguments {unknown}", file=sys.stderr)
-    args.repeat = args.repeat or (1 if args.quick else 2)
+    args.repeat = args.repeat or 1
+    lengths = [x for x in (args.lengths or ("short" if args.quick else "short,long")).split(",") if x]
+    for x in lengths:
+        if x not in LENGTHS:
+            parser.error(f"unknown length {x!r}: choose from {', '.join(LENGTHS)}")
     args.contenders = [c for c in args.contenders.split(",") if c]
     names = [x for x in args.workloads.split(",") if x]
     for x in names:
@@ -225,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     interps: list[envs.Interpreter] = []
     skipped: list[dict[str, str]] = []
     for tag in [t for t in args.python.split(",") if t]:
-        venv = REPO / (".venv" if tag == "gil" else ".venv-ft")
+        venv = args.venvs / (".venv" if tag == "gil" else ".venv-ft")
         interp = envs.interpreter(tag, venv)
         if interp is None:
             skipped.append({"workload": "*", "python": tag, "contender": "*", "reason": f"{venv} does not exist"})
@@ -247,8 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load benchmark: {', '.join(names)} on {', '.join(i.label for i in interps)}; "
           f"{usable_cores()} usable cores; {'quick' if args.quick else 'full'} mode", flush=True)
     rows: list[dict[str, Any]] = []
-    for name in names:
-        rows += run_workload(name, interps, args, skipped)
+    for length in lengths:
+        for name in names:
+            rows += run_workload(name, length, interps, args, skipped)
     meta = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
@@ -259,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "wall_s": time.time() - started,
         "workloads": {n: workloads.WORKLOADS[n].description for n in names},
+        "lengths": lengths,
+        "items": {n: {"short": workloads.WORKLOADS[n].quick_items, "long": workloads.WORKLOADS[n].items}
+                  for n in names},
         "skipped": skipped,
     }
     args.output.mkdir(parents=True, exist_ok=True)

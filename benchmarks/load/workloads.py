@@ -39,6 +39,12 @@ __all__ = [
     "image_item",
     "io_item",
     "items_for",
+    "large_item",
+    "matmul_item",
+    "medium_item",
+    "record_item",
+    "slow_io_item",
+    "spectro_item",
     "text_item",
 ]
 
@@ -218,6 +224,83 @@ def io_item(index: int) -> np.ndarray:
     return x
 
 
+# --------------------------------------------------------------------------- io, 50 ms
+IO_LONG_WAIT_SECONDS = 0.050
+
+
+def slow_io_item(index: int) -> np.ndarray:
+    """A 50 ms blocking wait (a slow remote read), then light NumPy work: float32[256]."""
+    time.sleep(IO_LONG_WAIT_SECONDS)
+    return np.full(256, index % 251, dtype=np.float32) / 251.0
+
+
+# --------------------------------------------------------------------------- pure Python, small items
+_RECORD_KEYS = tuple(f"f{i:02d}" for i in range(24))
+
+
+def record_item(index: int) -> np.ndarray:
+    """Parse one small CSV-like record in pure Python (split, float conversion, running
+    statistics): float32[8]. Tens of microseconds, all of it holding the GIL."""
+    rng = random.Random(index)
+    line = ";".join(f"{key}={rng.random() * 100:.4f}" for key in _RECORD_KEYS)
+    fields = dict(part.split("=", 1) for part in line.split(";"))
+    values = [float(fields[key]) for key in _RECORD_KEYS]
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / len(values)
+    return np.array([mean, var, min(values), max(values), values[0], values[-1], len(line), index % 7],
+                    dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- NumPy-heavy (GIL released)
+_MATRIX = np.random.default_rng(7).standard_normal((320, 320)).astype(np.float32)
+
+
+def matmul_item(index: int) -> np.ndarray:
+    """A 320x320 float32 matrix product and a reduction (BLAS, GIL released): float32[320]."""
+    a = _MATRIX * np.float32(1.0 + (index % 97) * 1e-3)
+    product = a @ _MATRIX.T
+    return np.abs(product).sum(axis=0, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- mixed NumPy + Python
+SPECTRO_FRAMES, SPECTRO_BINS, SPECTRO_HOP = 160, 128, 100
+_WINDOW = np.hanning(2 * (SPECTRO_BINS - 1)).astype(np.float32)
+
+
+def spectro_item(index: int) -> np.ndarray:
+    """A log-magnitude spectrogram of a synthetic 1 s clip (NumPy) plus pure-Python parsing
+    of its metadata: float32[160, 128] (80 KB), the shape of the issue's example."""
+    rng = np.random.default_rng(index)
+    n = SPECTRO_HOP * (SPECTRO_FRAMES - 1) + _WINDOW.size
+    clip = rng.standard_normal(n).astype(np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(clip, _WINDOW.size)[::SPECTRO_HOP][:SPECTRO_FRAMES]
+    spec = np.log1p(np.abs(np.fft.rfft(frames * _WINDOW, axis=1))).astype(np.float32)
+    meta = ",".join(f"tag{i}:{(index * 31 + i) % 1000}" for i in range(60))
+    tags = {k: int(v) for k, v in (t.split(":") for t in meta.split(","))}
+    gain = sum(v for k, v in tags.items() if int(k[3:]) % 3 == 0) / (1000.0 * len(tags))
+    spec *= np.float32(1.0 + gain)
+    return spec
+
+
+# --------------------------------------------------------------------------- 256 KB and 4 MB results
+_FILTER = np.exp(-np.add.outer(np.arange(256) ** 2, np.arange(129) ** 2) / 800.0).astype(np.float32)
+
+
+def medium_item(index: int) -> np.ndarray:
+    """A low-pass filter of a 256x256 field through 2-D FFTs: float32[256, 256] (256 KB)."""
+    rng = np.random.default_rng(index)
+    field = rng.standard_normal((256, 256), dtype=np.float32)
+    return np.fft.irfft2(np.fft.rfft2(field) * _FILTER, s=field.shape).astype(np.float32)
+
+
+def large_item(index: int) -> np.ndarray:
+    """A 1024x1024 float32 field from an outer product and a sine (4 MB per result)."""
+    x = np.linspace(0.0, 1.0 + index % 13, 1024, dtype=np.float32)
+    out = np.multiply.outer(x, x[::-1])
+    np.sin(out, out=out)
+    return out
+
+
 # --------------------------------------------------------------------------- registry
 def collate(samples: Sequence[np.ndarray]) -> np.ndarray:
     """Stack per-item arrays into one batch (the collate every non-torch contender uses)."""
@@ -229,7 +312,9 @@ class Workload:
     name: str
     fn: Callable[[Any], np.ndarray]
     batch_size: int
+    #: items of the long length (about 30 s of serial work on the benchmark machine)
     items: int
+    #: items of the short length (about 1 s of serial work)
     quick_items: int
     description: str
     #: "cpu" (bounded by cores) or "io" (bounded by waiting, not cores)
@@ -237,16 +322,33 @@ class Workload:
 
 
 WORKLOADS: dict[str, Workload] = {
-    "images": Workload(name="images", fn=image_item, batch_size=32, items=2000, quick_items=2000,
+    "records": Workload(name="records", fn=record_item, batch_size=64, items=750_000, quick_items=25_000,
+                        kind="cpu", description="pure Python on small items: parse a 24-field record, "
+                                                "statistics -> float32[8]; batch 64"),
+    "matmul": Workload(name="matmul", fn=matmul_item, batch_size=16, items=35_000, quick_items=1_200,
+                       kind="cpu", description="NumPy-heavy (GIL released): 320x320 float32 matrix product "
+                                               "and reduction -> float32[320]; batch 16"),
+    "spectro": Workload(name="spectro", fn=spectro_item, batch_size=16, items=12_800, quick_items=432,
+                        kind="cpu", description="mixed: NumPy spectrogram + pure-Python metadata parsing -> "
+                                                "float32[160,128] (80 KB); batch 16"),
+    "medium": Workload(name="medium", fn=medium_item, batch_size=16, items=15_500, quick_items=512,
+                       kind="cpu", description="256 KB results: 2-D FFT low-pass of a 256x256 field -> "
+                                               "float32[256,256]; batch 16"),
+    "large": Workload(name="large", fn=large_item, batch_size=4, items=10_000, quick_items=336,
+                      kind="cpu", description="4 MB results: outer product + sine -> float32[1024,1024]; "
+                                              "batch 4"),
+    "images": Workload(name="images", fn=image_item, batch_size=32, items=15_000, quick_items=512,
                        kind="cpu",
-                       description="256x256 JPEG: read, decode, random-resized-crop 224, flip, "
-                                   "normalize to float32 CHW; batch 32"),
-    "text": Workload(name="text", fn=text_item, batch_size=64, items=20000, quick_items=8000,
+                       description="image decode + augment: 256x256 JPEG, read, decode, random-resized-crop "
+                                   "224, flip, normalize to float32 CHW; batch 32"),
+    "text": Workload(name="text", fn=text_item, batch_size=64, items=80_000, quick_items=2_700,
                      kind="cpu",
-                     description="~2 KB document: lowercase, regex split, vocabulary lookup, "
+                     description="tokenisation: ~2 KB document, lowercase, regex split, vocabulary lookup, "
                                  "hashing of unknown words to int32[256]; batch 64"),
-    "io": Workload(name="io", fn=io_item, batch_size=32, items=2000, quick_items=1000, kind="io",
+    "io": Workload(name="io", fn=io_item, batch_size=32, items=5_200, quick_items=176, kind="io",
                    description="5 ms blocking read (sleep) + light NumPy work; batch 32"),
+    "io50": Workload(name="io50", fn=slow_io_item, batch_size=32, items=600, quick_items=20, kind="io",
+                     description="50 ms blocking read (sleep) + light NumPy work; batch 32"),
 }
 
 _GENERATED = {"images": 2000, "text": 20000}
@@ -254,7 +356,7 @@ _GENERATED = {"images": 2000, "text": 20000}
 
 def ensure_data(name: str, root: Path = DATA_ROOT, seed: int = 0) -> Path | None:
     """Generate the workload's files once (seeded); returns their directory (None for io)."""
-    if name == "io":
+    if name not in _GENERATED:
         return None
     directory = root / name
     stamp = directory / ".complete"
@@ -273,11 +375,12 @@ def ensure_data(name: str, root: Path = DATA_ROOT, seed: int = 0) -> Path | None
 
 def items_for(name: str, count: int, root: Path = DATA_ROOT) -> list[Any]:
     """The first ``count`` items of a workload: file paths (sorted) or integers."""
-    if name == "io":
+    if name not in _GENERATED:
         return list(range(count))
     suffix = ".jpg" if name == "images" else ".txt"
     directory = root / name
     paths = sorted(str(directory / f) for f in os.listdir(directory) if f.endswith(suffix))
-    if len(paths) < count:
-        raise SystemExit(f"{directory} holds {len(paths)} items, {count} needed: regenerate the data")
-    return paths[:count]
+    if not paths:
+        raise SystemExit(f"{directory} holds no items: regenerate the data")
+    # a long epoch goes round the files again (from the page cache, like a second epoch)
+    return [paths[i % len(paths)] for i in range(count)]

@@ -163,3 +163,72 @@ def test_persistent_workers_stop_when_the_pipeline_is_collected(no_leaks: None) 
 
     assert one_epoch() == list(range(1, 101))
     gc.collect()
+
+
+class _FirstPullSeesWorkers:
+    """A source that records, on its first item, the weft worker processes already started."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.workers_at_first_pull: int | None = None
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        import multiprocessing
+
+        for i in range(self.n):
+            if i == 0:
+                self.workers_at_first_pull = sum(1 for p in multiprocessing.active_children()
+                                                 if p.name == "weft-process-worker")
+            yield i
+
+
+def test_process_map_starts_its_workers_before_the_first_item_is_pulled(no_leaks: None) -> None:
+    source = _FirstPullSeesWorkers(40)
+    pipe = wd.from_iterable(source).map(w.inc, workers=2, backend="process")
+    assert list(pipe) == [i + 1 for i in range(40)]
+    assert source.workers_at_first_pull == 2
+
+
+class _SwitchAfter:
+    """Stands in for the stage's throughput trials: says "switch" after ``after`` chunks."""
+
+    def __init__(self, current: str, after: int) -> None:
+        self.current = current
+        self.target = "process" if current == "thread" else "thread"
+        self.after = after
+        self.seen: list[str] = []
+        self.rounds = 1
+        self.decision = None
+        self.measuring = False
+
+    def finished(self, backend: str, items: int, seconds: float) -> str:
+        from weft.exec._policy import BackendChoice
+
+        self.seen.append(backend)
+        if len(self.seen) == self.after:
+            self.current = self.target
+            self.decision = BackendChoice(backend=self.target, reason="switched by the test",
+                                          throughputs=((self.target, 2.0), ("other", 1.0)))
+        return self.current
+
+
+def test_auto_switching_backend_mid_run_hands_on_every_item_in_order(monkeypatch: pytest.MonkeyPatch,
+                                                                      no_leaks: None) -> None:
+    from weft.data import _map
+
+    made: list[_SwitchAfter] = []
+
+    def plan(self: _map.MapNode, backend: str) -> _SwitchAfter:
+        made.append(_SwitchAfter(backend, after=3))
+        return made[-1]
+
+    monkeypatch.setattr(_map.MapNode, "_plan_trials", plan)
+    pipe = wd.from_range(400).map(w.inc, workers=2, backend="auto")
+    it = iter(pipe)
+    assert list(it) == [i + 1 for i in range(400)]
+    (trials,) = made
+    assert trials.target in trials.seen, "chunks ran on the backend switched to"
+    stage = next(s for s in it.statistics().stages if s.kind == "map")
+    assert stage.backend == f"auto:{trials.target}"
+    assert stage.reason == "switched by the test"
+    assert stage.extra["other items/s"] == 1.0

@@ -96,8 +96,9 @@ def test_error_retry_then_succeed_or_raise(backend: str, tmp_path: Path) -> None
     fresh = tmp_path / "again"
     fresh.mkdir()
     again = wd.from_iterable([(str(fresh), 0)]).map(w.flaky, backend=backend, on_error="retry", retries=1)
-    with pytest.raises(ConnectionError, match="transient failure 2"):
+    with pytest.raises(ConnectionError, match="transient failure 2") as raised:
         list(again)
+    assert "on_error='retry' tried it 1 more time, failing each time" in "\n".join(raised.value.__notes__)
 
 
 def test_map_validates_its_arguments() -> None:
@@ -182,8 +183,8 @@ def test_packing_keeps_non_arrays_and_mixed_results_as_lists() -> None:
     assert run_chunk(w.ragged_row, range(4), 0, True)[0].__class__ is list
     assert run_chunk(w.inc, range(4), 0, True)[0] == [1, 2, 3, 4]
     assert isinstance(run_chunk(w.row_of, range(5), 0, False)[0], list), "threads share results as they are"
-    results, errors, _, _ = run_chunk(w.fail_on_7, range(5, 9), 0, True)
-    assert isinstance(results, list) and errors is not None and set(errors) == {2}
+    failed = run_chunk(w.fail_on_7, range(5, 9), 0, True)
+    assert isinstance(failed.results, list) and failed.errors is not None and set(failed.errors) == {2}
 
 
 def test_filter_batch_default_collate_and_drop_last() -> None:

@@ -100,3 +100,18 @@ def test_progress_yields_everything_and_prints_the_verdict() -> None:
     out = buffer.getvalue()
     assert "200/200" in out and pipe.statistics().verdict[:30] in out
     assert sum(1 for _ in pipe.progress(total=200)) == 200
+
+
+def test_advice_never_names_the_backend_in_use() -> None:
+    idle_threads = (_stage(0, "files", kind="source"), _stage(1, "decode", busy=0.2, backend="thread", wait_down=8.0))
+    text = verdict(idle_threads, consumer_wait_fraction=0.9, gil=True, cores=2)
+    assert "the pipeline waited on its workers" in text
+    assert "backend='thread'" not in text, text
+
+
+def test_advice_under_auto_points_at_its_measurement_not_the_other_backend() -> None:
+    stage = dataclasses.replace(_stage(1, "decode", busy=0.97, backend="auto:thread", computing=1.0),
+                                reason="measured thread 900 items/s, process 400 items/s: thread delivered the most")
+    text = verdict((_stage(0, "files", kind="source"), stage), consumer_wait_fraction=0.8, gil=True, cores=2)
+    assert "backend='process'" not in text, text
+    assert "backend='auto' measured its choice (measured thread 900 items/s" in text

@@ -116,3 +116,78 @@ def test_calibration_on_a_busy_machine_does_not_take_computing_for_waiting(busy_
     assert "waiting (I/O)" not in decision.reason, decision.reason
     if runtime.gil_enabled():
         assert decision.backend == "process", decision.reason
+
+
+class _Clock:
+    """Explicit time for BackendTrials: advanced by the test, never read from the wall."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _run(trials: _auto.BackendTrials, clock: _Clock, *, chunks: int, items: int, seconds_per_item: float,
+         rates: dict[str, float]) -> list[str]:
+    """Hand on ``chunks`` chunks: each one ran on the current backend at ``rates`` items/s
+    (delivered) and cost its worker ``seconds_per_item``. Returns the backend after each."""
+    seen = []
+    for _ in range(chunks):
+        backend = trials.current
+        clock.now += items / rates[backend]
+        seen.append(trials.finished(backend, items, items * seconds_per_item))
+    return seen
+
+
+def test_processes_chosen_by_measuring_threads_are_held_to_the_threads_rate() -> None:
+    clock = _Clock()
+    trials = _auto.BackendTrials(current="process", clock=clock)
+    trials.start(["process"], measured={"thread": 900.0})
+    # processes deliver 600 items/s, below the 900 the threads gave: back to threads
+    seen = _run(trials, clock, chunks=20, items=30, seconds_per_item=1e-3, rates={"process": 600.0, "thread": 900.0})
+    assert seen[-1] == "thread"
+    assert trials.decision is not None and trials.decision.backend == "thread"
+    assert dict(trials.decision.throughputs or ()) == pytest.approx({"thread": 900.0, "process": 600.0})
+    assert trials.rounds == 1
+
+
+def test_a_function_whose_cost_changes_mid_run_is_measured_again() -> None:
+    """The synthetic function costs 20 us per item on threads (threads chosen: short calls),
+    then 5 ms per item, GIL-bound: threads deliver 200 items/s, processes 390."""
+    clock = _Clock()
+    trials = _auto.BackendTrials(current="thread", clock=clock)
+    cheap = _run(trials, clock, chunks=50, items=50, seconds_per_item=20e-6,
+                 rates={"thread": 40_000.0, "process": 20_000.0})
+    assert set(cheap) == {"thread"} and trials.rounds == 0, "a steady cost starts no trial"
+    costly = _run(trials, clock, chunks=120, items=4, seconds_per_item=5e-3,
+                  rates={"thread": 200.0, "process": 390.0})
+    assert trials.rounds == 1, "the cost moved by more than REDECIDE_COST_FACTOR: one round"
+    assert _policy.REDECIDE_COST_FACTOR < 5e-3 / 20e-6
+    assert "process" in costly and costly[-1] == "process"
+    assert trials.decision is not None and trials.decision.backend == "process"
+    rates = dict(trials.decision.throughputs or ())
+    assert rates["process"] == pytest.approx(390.0) and rates["thread"] == pytest.approx(200.0)
+    # settled: the new cost is the new baseline, so no further round while it holds
+    _run(trials, clock, chunks=40, items=4, seconds_per_item=5e-3 / _policy.REDECIDE_COST_FACTOR * 1.5,
+         rates={"thread": 200.0, "process": 390.0})
+    assert trials.rounds == 1 and trials.current == "process"
+
+
+def test_chunks_sent_before_a_trial_do_not_count_for_it() -> None:
+    clock = _Clock()
+    trials = _auto.BackendTrials(current="thread", clock=clock)
+    trials.start(["process"], measured={"thread": 100.0})
+    for _ in range(10):  # thread chunks still in flight when the trial began
+        clock.now += 1.0
+        assert trials.finished("thread", 1000, 1.0) == "process"
+    assert trials.measuring and trials.decision is None
+
+
+def test_one_slow_chunk_is_not_a_change_of_cost() -> None:
+    clock = _Clock()
+    trials = _auto.BackendTrials(current="thread", clock=clock)
+    _run(trials, clock, chunks=20, items=10, seconds_per_item=1e-3, rates={"thread": 2000.0})
+    _run(trials, clock, chunks=1, items=10, seconds_per_item=50e-3, rates={"thread": 2000.0})
+    _run(trials, clock, chunks=20, items=10, seconds_per_item=1e-3, rates={"thread": 2000.0})
+    assert trials.rounds == 0 and trials.current == "thread"

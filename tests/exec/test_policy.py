@@ -205,3 +205,14 @@ def test_register_checks_its_arguments() -> None:
     with pytest.raises(ConfigError, match="factory must be callable"):
         weft.exec.register("fine", "not a factory")  # type: ignore[arg-type]
     assert "fine" not in weft.exec.available_backends()
+
+
+def test_by_throughput_keeps_the_backend_in_use_unless_another_is_clearly_faster() -> None:
+    kept = _policy.by_throughput({"thread": 1000.0, "process": 1050.0}, current="thread")
+    assert kept.backend == "thread" and "not 1.1x faster" in kept.reason
+    switched = _policy.by_throughput({"thread": 1000.0, "process": 2000.0}, current="thread")
+    assert switched.backend == "process"
+    assert "process 2,000 items/s" in switched.reason and "thread 1,000 items/s" in switched.reason
+    assert dict(switched.throughputs or ()) == {"thread": 1000.0, "process": 2000.0}
+    with pytest.raises(ConfigError, match="'process'"):
+        _policy.by_throughput({"thread": 1.0}, current="process")

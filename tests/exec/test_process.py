@@ -114,18 +114,28 @@ def test_close_with_timeout_terminates_busy_workers(tmp_path, no_leaks: None) ->
         future.result(timeout=0)
 
 
-def test_script_without_main_guard_gets_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("body", [
+    "import weft.exec, operator\n"
+    "with weft.exec.create('process', workers=2) as ex:\n"
+    "    print(list(ex.map(operator.neg, [1, 2])))\n",
+    "import weft.data as wd, operator\n"
+    "print(list(wd.from_iterable(range(40)).map(operator.neg, workers=2, backend='process').batch(8)))\n",
+], ids=["executor", "pipeline"])
+def test_script_without_main_guard_prints_only_weft_error(tmp_path, body: str) -> None:  # type: ignore[no-untyped-def]
+    """Each spawned worker re-runs the unguarded script: weft's one error, no bootstrap tracebacks."""
+    import os
     import subprocess
     import sys
 
     script = tmp_path / "unguarded.py"
-    script.write_text("import weft.exec, operator\n"
-                      "with weft.exec.create('process', workers=1) as ex:\n"
-                      "    print(list(ex.map(operator.neg, [1, 2])))\n")
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=100)
+    script.write_text(body)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=100, env=env)
     assert out.returncode != 0
     assert "BackendUnavailable" in out.stderr
     assert 'if __name__ == "__main__":' in out.stderr
+    assert "bootstrapping phase" not in out.stderr, out.stderr
+    assert out.stderr.count("Traceback (most recent call last)") == 1, out.stderr
 
 
 @pytest.mark.parametrize("method", ["fork", "forkserver"])
@@ -179,3 +189,15 @@ def test_an_exception_that_cannot_be_unpickled_arrives_as_remote_error() -> None
     assert isinstance(err, RemoteError), err
     assert "NeedsTwoArguments: bad input 5" in str(err)
     assert isinstance(err.__cause__, RemoteTraceback) and "raise_needs_two" in err.__cause__.text
+
+
+def test_start_boots_workers_before_any_submit(no_leaks: None) -> None:
+    with weft.exec.create("process", workers=2) as ex:
+        assert ex.statistics().submitted == 0
+        ex.start()
+        ex.start()  # idempotent
+        assert wait_until(lambda: ex.ready_workers == 2, timeout=60), "both workers announce themselves"
+        assert ex.statistics().submitted == 0, "started without any work"
+        assert ex.submit(abs, -3).result(timeout=60) == 3
+    with pytest.raises(ExecutorClosed, match="closed"):
+        ex.start()

@@ -33,6 +33,8 @@ from weft.errors import WeftError, WorkerDied
 if TYPE_CHECKING:
     from weft.data._build import MapSpec
     from weft.exec import Executor
+    from weft.exec._auto import BackendTrials
+    from weft.exec._policy import BackendChoice
 
 __all__ = ["MapNode", "ParkedWorkers"]
 
@@ -77,14 +79,16 @@ class ParkedWorkers:
 
 
 class _Chunk:
-    __slots__ = ("future", "keys", "ordinals", "posts")
+    __slots__ = ("backend", "future", "keys", "ordinals", "posts", "remote")
 
     def __init__(self, future: Future[ChunkResult], keys: list[Key], posts: list[Any],
-                 ordinals: list[int]) -> None:
+                 ordinals: list[int], backend: str, remote: bool) -> None:
         self.future = future
         self.keys = keys
         self.posts = posts
         self.ordinals = ordinals
+        self.backend = backend  # what ran it ("calibration" for the items auto measured)
+        self.remote = remote
 
 
 class MapNode(Node):
@@ -102,6 +106,13 @@ class MapNode(Node):
         self._raise = spec.on_error != "skip"
         self._retries = spec.retries if spec.on_error == "retry" else 0
         self._executor: Executor | None = None
+        #: under backend="auto": which backend runs next, by measured throughput
+        self._trials: BackendTrials | None = None
+        #: every executor the stage runs on, by backend (more than one only while auto
+        #: measures or while a replaced one still finishes its chunks), with their chunks in flight
+        self._executors: dict[str, Executor] = {}
+        self._chunks_on: dict[str, int] = {}
+        self._choice: BackendChoice | None = None
         self._label = "inline" if spec.backend == "serial" else spec.backend
         self._reason = _INLINE_REASON
         self._remote = False
@@ -141,17 +152,32 @@ class MapNode(Node):
         """Run on the workers a previous pass of the same pipeline left running."""
         self._executor, self._label, self._reason = parked.executor, parked.label, parked.reason
         self._target = getattr(parked.executor, "target_chunk_seconds", None)
+        self._executors = {parked.executor.backend: parked.executor}
+        self._trials = None  # kept workers: the backend decided in an earlier pass stays
         self._remote = parked.remote
         self._set_limit(parked.limit)
 
     def _start_executor(self) -> None:
-        import weft.exec
-
         backend, reason = self._backend, ""
         if backend == "auto":
             backend, reason = self._choose()
-        self._executor = executor = weft.exec.create(backend, workers=self._workers, **self._options,
-                                                     **({"reason": reason} if reason else {}))
+            self._trials = self._plan_trials(backend)
+        self._use(backend, reason)
+        self._reason = self._executor.statistics().reason if self._executor is not None else reason
+
+    def _use(self, backend: str, reason: str) -> None:
+        """Send new chunks to ``backend``'s executor (created and started if need be)."""
+        import weft.exec
+
+        executor = self._executors.get(backend)
+        if executor is None:
+            executor = weft.exec.create(backend, workers=self._workers, **self._options,
+                                         **({"reason": reason} if reason else {}))
+            self._executors[backend] = executor
+            self._chunks_on.setdefault(backend, 0)
+            # worker processes boot while the first items are pulled, not after
+            executor.start()
+        self._executor = executor
         self._remote = _crosses_processes(executor)
         # -- cluster executors (ray, dask) state the work per chunk that pays for their per-call cost
         self._target = getattr(executor, "target_chunk_seconds", None)
@@ -160,16 +186,35 @@ class MapNode(Node):
         if self._user_limit is None:
             self._set_limit(default_max_in_flight(self._workers, kind))
         self._label = backend if self._backend != "auto" else f"auto:{backend}"
-        self._reason = executor.statistics().reason
+
+    def _plan_trials(self, backend: str) -> BackendTrials | None:
+        """Under auto on a GIL build: the throughput trials of rule 7 (weft.exec._policy),
+        when both threads and processes could run the function."""
+        from weft import runtime
+        from weft.exec._auto import BackendTrials
+
+        choice = self._choice
+        if choice is None or self._workers > runtime.usable_cores():
+            return None  # ruled without measuring (GIL off, one core, unpicklable), or I/O-sized
+        trials = BackendTrials(current=backend)
+        if backend == "process" and choice.thread_efficiency and choice.serial_seconds_per_item:
+            cores = min(self._workers, runtime.usable_cores())
+            thread_rate = choice.thread_efficiency * cores / choice.serial_seconds_per_item
+            trials.start(["process"], measured={"thread": thread_rate})
+        return trials
 
     def _choose(self) -> tuple[str, str]:
         """weft.exec's backend rule for this stage's function, measured on its first items
         when the rule needs a measurement (their results are kept, not computed twice)."""
         from weft.exec import _policy, calibrate
 
+        self._choice = None
         ruled = _policy.interpreter_rule(self._workers)
         if ruled is not None:
             return ruled.backend, ruled.reason
+        from weft.exec._process import exit_if_unguarded_worker
+
+        exit_if_unguarded_worker()  # a worker re-running an unguarded script stops before measuring
         try:
             pickle.dumps(self._fn)
         except Exception as exc:
@@ -198,7 +243,9 @@ class MapNode(Node):
             future: Future[ChunkResult] = Future()
             future.set_result(ChunkResult([c.results[0] for c in chunks], errors or None,
                                           sum(c.retried for c in chunks), sum(c.seconds for c in chunks)))
-            self._add_chunk(future, [p[0] for p in pulled], [p[1] for p in pulled], [p[2] for p in pulled])
+            self._add_chunk(future, [p[0] for p in pulled], [p[1] for p in pulled], [p[2] for p in pulled],
+                            "calibration", False)
+        self._choice = decision
         return decision.backend, decision.reason
 
     def _pull(self) -> tuple[Key, Any, Any, int]:
@@ -224,8 +271,10 @@ class MapNode(Node):
             self._ledger.handed_on(ordinal, key)
 
     def _add_chunk(self, future: Future[ChunkResult], keys: list[Key], posts: list[Any],
-                   ordinals: list[int]) -> None:
-        chunk = _Chunk(future, keys, posts, ordinals)
+                   ordinals: list[int], backend: str, remote: bool) -> None:
+        chunk = _Chunk(future, keys, posts, ordinals, backend, remote)
+        if backend in self._chunks_on:
+            self._chunks_on[backend] += 1
         self._in_flight += len(keys)
         self._chunks_in_flight += 1
         self._flying.add(future)
@@ -263,7 +312,7 @@ class MapNode(Node):
                 self.wait_up += time.perf_counter() - start
             if keys:
                 future = executor.submit(run_chunk, self._fn, values, self._retries, self._remote)
-                self._add_chunk(future, keys, posts, ordinals)
+                self._add_chunk(future, keys, posts, ordinals, executor.backend, self._remote)
 
     # -- iteration ---------------------------------------------------------------------
     def next(self) -> tuple[Key, Any]:
@@ -350,11 +399,38 @@ class MapNode(Node):
         self._chunks_in_flight -= 1
         self._in_flight -= len(chunk.keys)
         self.retried += result.retried
-        kind = "process" if self._remote else ("thread" if runtime.gil_enabled() else "thread-nogil")
+        kind = "process" if chunk.remote else ("thread" if runtime.gil_enabled() else "thread-nogil")
         self._sizer.observe(result.seconds, len(chunk.keys), kind=kind, limit=self._limit, workers=self._workers,
                             target=self._target)
         self._ready, self._results, self._errors, self._pos = chunk, result.results, result.errors, 0
+        if chunk.backend in self._chunks_on:
+            self._chunks_on[chunk.backend] -= 1
+        if self._trials is not None:
+            self._follow_trials(chunk, result)
         self._fill()
+
+    def _follow_trials(self, chunk: _Chunk, result: ChunkResult) -> None:
+        """Switch backend when the throughput trials say so; close replaced executors
+        once their chunks are in (their results are still handed on, in order)."""
+        from weft.exec import _policy
+
+        trials = self._trials
+        assert trials is not None and self._executor is not None
+        before, rounds = trials.decision, trials.rounds
+        # CPU seconds: wall time on threads of a GIL build also counts waiting for the GIL
+        target = trials.finished(chunk.backend, len(chunk.keys), result.cpu_seconds or result.seconds)
+        if target != self._executor.backend:
+            self._use(target, "")
+        if trials.rounds != rounds:
+            self._reason = (f"the cost per item moved by more than {_policy.REDECIDE_COST_FACTOR:g}x: "
+                            f"measuring the throughput of {' and '.join(trials.candidates)} again")
+        if trials.decision is not before and trials.decision is not None:
+            self._reason = trials.decision.reason
+            log.info("weft: stage %d %r runs on %s: %s", self.index, self.name, target, self._reason)
+        if not trials.measuring:
+            for name in [n for n, count in self._chunks_on.items() if count == 0 and n != target]:
+                self._chunks_on.pop(name)
+                self._executors.pop(name).close(cancel=True)
 
     def _next_inline(self) -> tuple[Key, Any]:
         while True:
@@ -380,8 +456,12 @@ class MapNode(Node):
             from weft.exec import RemoteTraceback
 
             exc.__cause__ = RemoteTraceback(error.traceback)
-        exc.add_note(f"weft: stage {self.index} `{self.name}` failed on source index {key!r} "
-                     f"(on_error='skip' drops such items, on_error='retry' tries again)")
+        if self._retries:
+            advice = (f"on_error='retry' tried it {self._retries} more time{'s' if self._retries > 1 else ''}, "
+                      "failing each time; on_error='skip' drops such items")
+        else:
+            advice = "on_error='skip' drops such items, on_error='retry' tries again"
+        exc.add_note(f"weft: stage {self.index} `{self.name}` failed on source index {key!r} ({advice})")
         raise exc
 
     # -- resume ------------------------------------------------------------------------
@@ -403,6 +483,7 @@ class MapNode(Node):
     def _cancel(self) -> None:
         for future in list(self._flying):
             future.cancel()
+        self._chunks_on = dict.fromkeys(self._chunks_on, 0)
         self._flying = set()
         self._window.clear()
         self._done = queue.SimpleQueue()
@@ -415,6 +496,10 @@ class MapNode(Node):
     def close(self) -> None:
         self._cancel()
         executor, self._executor = self._executor, None
+        others = [e for e in self._executors.values() if e is not executor]
+        self._executors, self._chunks_on = {}, {}
+        for other in others:
+            other.close(cancel=True)
         if executor is not None:
             if self.park is not None and not executor.closed:
                 # cancelled chunks that already run finish on the workers; nobody reads them
@@ -436,4 +521,10 @@ class MapNode(Node):
             nodes = getattr(s, "nodes", None)  # -- cluster executors: the nodes that ran chunks
             if nodes is not None:
                 extra["extra"]["nodes"] = float(len(nodes))
+        if self._trials is not None:
+            extra["reason"] = self._reason
+            rates = self._trials.decision.throughputs if self._trials.decision is not None else None
+            for name, rate in rates or ():
+                extra["extra"][f"{name} items/s"] = rate
+            extra["extra"]["backend trials"] = float(self._trials.rounds)
         return extra

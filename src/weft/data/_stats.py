@@ -118,6 +118,27 @@ def _cluster_verdict(stage: StageStatistics, *, waited: float | None = None) -> 
 
 
 def _advice(stage: StageStatistics, *, gil: bool, cores: int) -> str:
+    """What to try for ``stage``; never the backend it runs on, and under ``auto`` never a
+    backend its measurement ruled out (the advice then points at that measurement)."""
+    return _not_in_use(_raw_advice(stage, gil=gil, cores=cores), stage)
+
+
+def _not_in_use(text: str, stage: StageStatistics) -> str:
+    """``text`` without a suggestion of the backend ``stage`` runs on, or, under ``auto``,
+    of a backend its measurement ruled out."""
+    in_use = stage.backend.split(":")[-1]
+    for name in ("thread", "process"):
+        phrase = f"try backend='{name}'"
+        if phrase not in text:
+            continue
+        if name == in_use:
+            text = text.replace(phrase, "try fewer, larger items")
+        elif stage.backend.startswith("auto:"):
+            text = text.replace(phrase, f"backend='auto' measured its choice ({stage.reason})")
+    return text
+
+
+def _raw_advice(stage: StageStatistics, *, gil: bool, cores: int) -> str:
     if stage.kind != "map":
         return "it runs inline: move the work into a .map(..., workers=N)"
     if stage.backend == "inline" or stage.workers <= 1:
@@ -178,8 +199,9 @@ def verdict(stages: tuple[StageStatistics, ...], *, consumer_wait_fraction: floa
         if share >= WAITED_ON_WORKERS:
             advice = _advice(slowest, gil=gil, cores=cores)
             if slowest.busy_fraction < BUSY:
-                advice = ("yet its workers were idle half the time or more: start-up or moving items "
-                          "dominates (a short run, or large items sent to processes); try backend='thread'")
+                advice = _not_in_use("yet its workers were idle half the time or more: start-up or moving items "
+                                     "dominates (a short run, or large items sent to processes); "
+                                     "try backend='thread'", slowest)
             return (f"stage {slowest.index} `{slowest.name}` is the bottleneck: the pipeline waited on its "
                     f"workers {share:.0%} of the time (busy {slowest.busy_fraction:.0%}), {advice}")
     source = stages[0]

@@ -40,6 +40,9 @@ class ChunkResult(NamedTuple):
     retried: int
     #: wall time the worker spent on the chunk
     seconds: float
+    #: CPU time of the worker's thread on the chunk: unlike ``seconds``, not inflated by
+    #: waiting for the GIL or for a core (0.0 where not measured)
+    cpu_seconds: float = 0.0
 
 
 def _packed(out: list[Any]) -> Any:
@@ -64,14 +67,15 @@ def run_chunk(fn: Callable[[Any], Any], values: Sequence[Any], retries: int, rem
     A failure never stops the chunk: the caller applies the stage's policy (raise or
     skip) item by item, in order. ``remote`` makes recorded exceptions picklable.
     """
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.thread_time()
     out: list[Any] = []
     append = out.append
     first: Exception | None = None
     try:
         for v in values:
             append(fn(v))
-        return ChunkResult(_packed(out) if remote else out, None, 0, time.perf_counter() - start)
+        return ChunkResult(_packed(out) if remote else out, None, 0, time.perf_counter() - start,
+                           time.thread_time() - cpu_start)
     except Exception as exc:
         first = exc  # the call on values[len(out)] failed once already
     errors: dict[int, ItemError] = {}
@@ -95,4 +99,4 @@ def run_chunk(fn: Callable[[Any], Any], values: Sequence[Any], retries: int, rem
                 errors[i] = ItemError(portable_exception(exc) if remote else exc, text)
                 del exc
                 break
-    return ChunkResult(out, errors, retried, time.perf_counter() - start)
+    return ChunkResult(out, errors, retried, time.perf_counter() - start, time.thread_time() - cpu_start)

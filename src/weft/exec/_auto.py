@@ -27,7 +27,7 @@ from weft.exec import _policy
 from weft.exec._base import Executor, ExecutorStatistics, annotate
 from weft.exec._policy import BackendChoice
 
-__all__ = ["AutoExecutor", "Calibration", "calibrate"]
+__all__ = ["AutoExecutor", "BackendTrials", "Calibration", "calibrate"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -172,6 +172,120 @@ def calibrate(fn: Callable[[T], R], items: Iterator[tuple[int, T]], *, workers: 
     return final, done
 
 
+#: Weight of the newest chunk in the running average of seconds per item that
+#: :class:`BackendTrials` watches for a change of cost.
+_COST_SMOOTHING = 0.3
+#: Chunks averaged after a decision before its cost is the baseline to compare with (the
+#: first chunks of a stage are its smallest, and their cost the noisiest).
+_BASELINE_CHUNKS = 5
+#: Chunks in a row whose cost is out of the baseline's band before a round starts:
+#: one slow chunk (a page fault storm, a busy machine) is not a change of the function.
+_CHANGED_CHUNKS = 4
+
+
+class BackendTrials:
+    """Which backend a map stage under ``auto`` runs next, by throughput measured on its
+    own items (rule 7 of :mod:`weft.exec._policy`): nothing is computed twice.
+
+    The stage reports every chunk it hands on (:meth:`finished`) and sends new chunks
+    to :attr:`current`. A *round* measures each backend in turn for
+    ``THROUGHPUT_TRIAL_SECONDS`` of delivered items (counted from that backend's first
+    finished chunk, so a worker process's start-up is not held against it), then
+    :func:`~weft.exec._policy.by_throughput` decides. A round starts when the stage
+    asks (processes chosen by measuring threads: ``start``) or when the seconds per item
+    the workers report move by ``REDECIDE_COST_FACTOR`` from the baseline after the last
+    decision. ``clock`` is injectable, so the rule can be tested without wall time.
+    """
+
+    def __init__(self, *, current: str, candidates: tuple[str, ...] = ("thread", "process"),
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.current = current
+        self.candidates = candidates
+        self.decision: BackendChoice | None = None
+        self.rounds = 0
+        self._clock = clock
+        self._cost: float | None = None
+        self._baseline: float | None = None
+        self._baseline_chunks = 0
+        self._changed_chunks = 0
+        self._rates: dict[str, float] = {}
+        self._todo: list[str] = []
+        self._kept = current  # the backend in use when the round began
+        self._trial_start: float | None = None
+        self._trial_items = 0
+
+    @property
+    def measuring(self) -> bool:
+        return bool(self._todo)
+
+    def start(self, todo: list[str], *, measured: dict[str, float] | None = None) -> None:
+        """Begin a round that measures ``todo`` in order (``measured``: rates already known)."""
+        self.rounds += 1
+        self._kept = self.current
+        self._rates = dict(measured or {})
+        self._todo = list(todo)
+        self._begin_trial()
+
+    def _begin_trial(self) -> None:
+        self.current = self._todo[0]
+        self._trial_start = None
+        self._trial_items = 0
+
+    def finished(self, backend: str, items: int, seconds: float) -> str:
+        """A chunk of ``items`` that ran on ``backend`` was handed on; ``seconds`` is what it
+        cost its worker (CPU seconds where measured). Returns the backend new chunks go to."""
+        if items <= 0:
+            return self.current
+        if self._todo:
+            self._trial(backend, items)
+        elif backend == self.current:
+            self._watch_cost(seconds / items)
+        return self.current
+
+    def _trial(self, backend: str, items: int) -> None:
+        if backend != self._todo[0]:
+            return  # a chunk sent before this trial began
+        now = self._clock()
+        if self._trial_start is None:
+            self._trial_start = now  # its items ran before the clock started: not counted
+            return
+        self._trial_items += items
+        elapsed = now - self._trial_start
+        if elapsed < _policy.THROUGHPUT_TRIAL_SECONDS:
+            return
+        self._rates[backend] = self._trial_items / elapsed
+        self._todo.pop(0)
+        if self._todo:
+            self._begin_trial()
+            return
+        kept = self._kept if self._kept in self._rates else backend
+        self.decision = _policy.by_throughput(self._rates, current=kept)
+        self.current = self.decision.backend
+        self._cost = self._baseline = None
+        self._baseline_chunks = 0
+
+    def _watch_cost(self, per_item: float) -> None:
+        if self._cost is None:
+            self._cost = per_item
+        else:
+            self._cost += _COST_SMOOTHING * (per_item - self._cost)
+        if self._baseline is None:
+            self._baseline_chunks += 1
+            if self._baseline_chunks >= _BASELINE_CHUNKS:
+                self._baseline = self._cost
+            return
+        factor = _policy.REDECIDE_COST_FACTOR
+        # each chunk's own cost, not the average: one outlier must not stay out of band
+        if self._baseline > 0 and not (self._baseline / factor <= per_item <= self._baseline * factor):
+            self._changed_chunks += 1
+        else:
+            self._changed_chunks = 0
+        if self._changed_chunks >= _CHANGED_CHUNKS:
+            self._changed_chunks = 0
+            others = [c for c in self.candidates if c != self.current]
+            self.start([self.current, *others])
+
+
 def _unmeasured_rule(fn: Callable[..., Any], workers: int) -> BackendChoice | None:
     """The policy's choice without measuring ``fn``, or None when it must be measured."""
     ruled = _policy.interpreter_rule(workers)
@@ -231,6 +345,9 @@ class AutoExecutor(Executor):
             early: list[tuple[int, R]] = []
             decision = rule
         else:
+            from weft.exec._process import exit_if_unguarded_worker
+
+            exit_if_unguarded_worker()  # a worker re-running an unguarded script stops before measuring
             decision, early = calibrate(fn, pairs, workers=self.workers)
         inner = self._resolve(decision)
         yield from early

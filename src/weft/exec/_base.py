@@ -150,6 +150,20 @@ class Executor(abc.ABC):
         return (0, 0)
 
     # -- the protocol -------------------------------------------------------------
+    def start(self) -> None:
+        """Start the workers now rather than at the first ``submit``; returns at once.
+
+        Worker processes then boot while the caller still prepares the first call
+        (reads its first items); backends whose workers cost nothing to start do
+        nothing. Idempotent.
+        """
+        if self._closed:
+            raise ExecutorClosed(f"this {self.backend} executor is closed: create a new one to start workers")
+        self._start()
+
+    def _start(self) -> None:  # noqa: B027 - optional: most backends have nothing to start early
+        """Start the workers (a backend whose workers are slow to start overrides this)."""
+
     def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
         """Run ``fn(*args, **kwargs)`` on a worker; returns a ``concurrent.futures.Future``."""
         if self._closed:

@@ -21,6 +21,13 @@ The rule, in order:
    :data:`MIN_PARALLEL_CORES` cores (or every usable core, if fewer) and the threads
    reached :data:`MIN_THREAD_EFFICIENCY` of the ideal speed-up, the function releases
    the GIL: threads. Otherwise it holds the GIL: processes.
+7. A map stage then holds its choice to what it delivers (:func:`by_throughput`):
+   processes chosen in rule 6 run a trial of :data:`THROUGHPUT_TRIAL_SECONDS`, and
+   the stage goes back to threads unless processes beat the threads' measured rate.
+   When the cost per item its workers report (CPU seconds, which waiting for the GIL does
+   not inflate) moves by :data:`REDECIDE_COST_FACTOR` (either way) from the cost after the
+   last decision, for several chunks in a row, both backends are measured again
+   on the items in hand, and the faster by :data:`SWITCH_MARGIN` runs the rest.
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ from weft.errors import ConfigError
 
 __all__ = [
     "CALIBRATION_BUDGET_SECONDS",
+    "REDECIDE_COST_FACTOR",
+    "SWITCH_MARGIN",
+    "THROUGHPUT_TRIAL_SECONDS",
     "MIN_PARALLEL_CORES",
     "MIN_PROCESS_SECONDS_PER_CALL",
     "MIN_THREAD_EFFICIENCY",
@@ -40,6 +50,7 @@ __all__ = [
     "Workload",
     "after_serial_calls",
     "after_thread_trial",
+    "by_throughput",
     "describe_rule",
     "for_models",
     "for_workload",
@@ -67,6 +78,17 @@ MIN_PROCESS_SECONDS_PER_CALL = 50e-6
 WAITING_CPU_SHARE = 0.5
 #: Wall time a calibration may spend measuring (its results are kept, not thrown away).
 CALIBRATION_BUDGET_SECONDS = 0.25
+#: Wall time a map stage measures one backend's delivered throughput in a trial (rule 7),
+#: counted from its first finished chunk (so a process's start-up is not held against it).
+THROUGHPUT_TRIAL_SECONDS = 0.5
+#: A backend replaces the one in use only when measured this much faster: a noisy
+#: measurement must not make a stage flip between backends.
+SWITCH_MARGIN = 1.1
+#: A stage measures its backends again when the seconds per item its workers report move
+#: by this factor from those at its last decision (a function whose cost changes mid-run).
+#: Threads of a GIL build report costs that vary about 2x with contention alone
+#: (measured on image decoding, 2 threads on 2 cores): 3x is a change of the function.
+REDECIDE_COST_FACTOR = 3.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,6 +106,8 @@ class BackendChoice:
     serial_seconds_per_item: float | None = None
     thread_efficiency: float | None = None
     cores_used: float | None = None
+    #: items/s each backend delivered in a throughput trial (rule 7), by backend name
+    throughputs: tuple[tuple[str, float], ...] | None = None
 
 
 _WORKLOAD_REASONS: dict[str, str] = {
@@ -221,6 +245,22 @@ def after_thread_trial(*, seconds_per_call: float, cores_used: float, cores: int
         return None
     return BackendChoice(backend=backend, reason=f"{measured}: {why}", serial_seconds_per_item=seconds_per_call,
                          thread_efficiency=efficiency, cores_used=cores_used)
+
+
+def by_throughput(rates: dict[str, float], *, current: str, margin: float = SWITCH_MARGIN) -> BackendChoice:
+    """Rule 7: the backend that delivered the most items/s in a trial; ``current`` (the one
+    in use) is kept unless another beat it by ``margin``."""
+    if current not in rates:
+        raise ConfigError(f"no throughput measured for the backend in use {current!r}: got {sorted(rates)}")
+    fastest = max(rates, key=lambda name: rates[name])
+    backend = fastest if rates[fastest] >= margin * rates[current] else current
+    figures = ", ".join(f"{name} {rate:,.0f} items/s" for name, rate in sorted(rates.items()))
+    if backend == current and fastest != current:
+        why = f"{current} kept: {fastest} was not {margin:g}x faster"
+    else:
+        why = f"{backend} delivered the most"
+    return BackendChoice(backend=backend, reason=f"measured {figures}: {why}",
+                         throughputs=tuple(sorted(rates.items())))
 
 
 def describe_rule() -> str:

@@ -35,7 +35,7 @@ from weft.exec import _shm, _wire
 from weft.exec._base import Executor
 from weft.exec._worker import worker_main
 
-__all__ = ["ProcessExecutor"]
+__all__ = ["ProcessExecutor", "exit_if_unguarded_worker"]
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -54,6 +54,27 @@ _TERMINATE_GRACE_SECONDS = 1.0
 _REAP_SECONDS = 0.1
 #: Bytes drained from the wake-up pipe at once (each submit writes at most one).
 _WAKE_READ_BYTES = 4096
+#: Exit status of a spawned worker that re-ran an unguarded script up to code that
+#: starts worker processes (see :func:`exit_if_unguarded_worker`).
+_UNGUARDED_SCRIPT_EXIT = 86
+#: The name of every worker process (``ps``, and the check above).
+_WORKER_NAME = "weft-process-worker"
+
+
+def exit_if_unguarded_worker() -> None:
+    """End this process quietly if it is a spawned worker re-running the user's script.
+
+    The spawn start method imports the main module in every new worker; a script without
+    an ``if __name__ == "__main__":`` guard then reaches its pipeline again while the
+    worker is still starting. multiprocessing would print a bootstrap traceback per
+    worker; instead the worker exits with a status its owner recognises, and the owner
+    raises one :class:`~weft.errors.BackendUnavailable` that says what to do.
+    """
+    # multiprocessing sets _inheriting while a spawned process imports the main module
+    # (and names the process before that): only weft's own workers are ended here
+    me = multiprocessing.current_process()
+    if getattr(me, "_inheriting", False) and me.name == _WORKER_NAME:
+        os._exit(_UNGUARDED_SCRIPT_EXIT)
 
 
 @dataclass(eq=False)
@@ -91,6 +112,7 @@ class ProcessExecutor(Executor):
 
     def __init__(self, *, workers: int, reason: str = "", max_retries: int = 1,
                  start_method: str = "spawn", shared_memory: bool = True) -> None:
+        exit_if_unguarded_worker()
         super().__init__(workers=workers, reason=reason)
         check_int("max_retries", max_retries, minimum=0)
         check_one_of("start_method", start_method, multiprocessing.get_all_start_methods())
@@ -134,12 +156,31 @@ class ProcessExecutor(Executor):
                 raise self._fatal or ExecutorClosed("this process executor is closed: create a new one to "
                                                     "submit work")
             self._pending.append(task)
-            if self._dispatcher is None:
-                self._dispatcher = threading.Thread(target=self._dispatch, name="weft-process-dispatcher",
-                                                    daemon=True)
-                self._dispatcher.start()
+            self._start_dispatcher()
         self._wake()
         return future
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._fatal is not None:
+                raise self._fatal
+            if self._dispatcher is None:
+                # started here, in the caller's thread: when start() returns, every worker
+                # process exists (and boots while the caller goes on)
+                while len(self._workers) < self.workers:
+                    self._workers.append(self._spawn())
+            self._start_dispatcher()
+
+    def _start_dispatcher(self) -> None:
+        """Start the dispatcher thread, which starts the workers (call with the lock held)."""
+        if self._dispatcher is None:
+            self._dispatcher = threading.Thread(target=self._dispatch, name="weft-process-dispatcher", daemon=True)
+            self._dispatcher.start()
+
+    @property
+    def ready_workers(self) -> int:
+        """Workers that have started and wait for work or run it."""
+        return sum(1 for w in list(self._workers) if w.ready)
 
     def _wake(self) -> None:
         if self._wake_pending:
@@ -161,14 +202,14 @@ class ProcessExecutor(Executor):
         process = self._ctx.Process(target=worker_main,
                                     args=(child_conn, self._owner, self._use_shm, method != "forkserver",
                                           inherited),
-                                    name="weft-process-worker", daemon=True)
+                                    name=_WORKER_NAME, daemon=True)
         process.start()
         child_conn.close()
         return _Worker(process, parent_conn)
 
     def _dispatch(self) -> None:
         try:
-            for _ in range(self.workers):
+            while len(self._workers) < self.workers:  # unless start() started them
                 self._workers.append(self._spawn())
             while True:
                 self._assign()
@@ -301,6 +342,12 @@ class ProcessExecutor(Executor):
                 queued.attempts -= 1
                 self._pending.appendleft(queued)
         how = _describe_exit(exitcode)
+        if not w.ready and exitcode == _UNGUARDED_SCRIPT_EXIT:
+            raise BackendUnavailable(
+                "the script has no `if __name__ == \"__main__\":` guard: with the spawn start method every "
+                "worker process imports the main module again, so each worker re-ran the script up to the "
+                "point that starts workers. Put the script's entry point under "
+                "`if __name__ == \"__main__\":`, or use backend='thread'")
         if not w.ready:
             # Retrying a worker that cannot start would loop forever: fail loudly instead.
             raise BackendUnavailable(

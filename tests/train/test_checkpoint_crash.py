@@ -55,7 +55,7 @@ def test_sigkill_at_random_points_leaves_a_loadable_checkpoint(tmp_path) -> None
             saver = None  # reaped: it is gone, so its files are final
             ckpt = wt.Checkpoints(directory, keep_last=2)
             restored = ckpt.restore()
-            check_state(restored.step, restored.tensors)
+            check_state(restored.step, restored.state)
             assert restored.step > last_step, "every saver completes a save before it is killed"
             last_step = restored.step
             for info in ckpt.checkpoints():

@@ -79,7 +79,7 @@ class DemoModel:
     def load(self) -> None:
         from weft.train import Checkpoints
 
-        self.params = dict(Checkpoints(self.checkpoints).restore().tensors)
+        self.params = dict(Checkpoints(self.checkpoints).restore().state)
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         _, probs = forward(self.params, inputs["image"].astype(np.float32, copy=False))

@@ -95,7 +95,7 @@ def run_demo(*, size: str = "default", epochs: int | None = None, workdir: str |
     latest = ckpt.latest()
     if latest is not None:
         restored = ckpt.restore()
-        params = dict(restored.tensors)
+        params = dict(restored.state)
         velocity = {k[2:]: v for k, v in params.items() if k.startswith("v.")}
         params = {k: v for k, v in params.items() if not k.startswith("v.")}
         start_epoch = int(restored.config["epoch"]) + 1

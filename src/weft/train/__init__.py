@@ -7,8 +7,9 @@ an experiment ``Tracker`` on SQLite::
     @weft.train.retry(attempts=5, on=(ConnectionError,), backoff=0.5)
     def fetch(url): ...
 
-    ckpt = weft.train.Checkpoints("runs/exp1", keep_last=3)
-    ckpt.save(step, {"w": w}, metrics={"loss": loss})   # a CheckpointSave; .info once written
+    with weft.train.Checkpoints("runs/exp1", keep_last=3, background=True) as ckpt:
+        ckpt.save(step, {"model": model.state_dict(), "opt": opt.state_dict()},
+                  data=pipe.state_dict(), rng=True, metrics={"loss": loss})
 """
 
 from __future__ import annotations
@@ -21,13 +22,9 @@ from weft.train._timed import Timer, TimingStatistics, timed, timings
 
 if TYPE_CHECKING:
     from weft.train._cached import CacheStatistics, cached, content_key
-    from weft.train._checkpoints import (
-        Checkpoint,
-        CheckpointInfo,
-        Checkpoints,
-        CheckpointSave,
-        CheckpointStatistics,
-    )
+    from weft.train._checkpoint_results import Checkpoint, CheckpointSave, CheckpointStatistics
+    from weft.train._checkpoint_store import CheckpointInfo
+    from weft.train._checkpoints import Checkpoints
     from weft.train._safetensors import load_safetensors, save_safetensors
     from weft.train._tracker import MetricSeries, Run, RunInfo, Tracker, TrackerStatistics
 
@@ -63,10 +60,10 @@ _LAZY = {
     "CacheStatistics": "weft.train._cached",
     "cached": "weft.train._cached",
     "content_key": "weft.train._cached",
-    "Checkpoint": "weft.train._checkpoints",
+    "Checkpoint": "weft.train._checkpoint_results",
     "CheckpointInfo": "weft.train._checkpoint_store",
-    "CheckpointSave": "weft.train._checkpoints",
-    "CheckpointStatistics": "weft.train._checkpoints",
+    "CheckpointSave": "weft.train._checkpoint_results",
+    "CheckpointStatistics": "weft.train._checkpoint_results",
     "Checkpoints": "weft.train._checkpoints",
     "load_safetensors": "weft.train._safetensors",
     "save_safetensors": "weft.train._safetensors",

@@ -10,16 +10,23 @@ does not name can only be left over by a killed save or a failed delete: garbage
 A process killed at any instant leaves either the old manifest (whose files all still
 exist: files are deleted only after the new manifest is in place) or the new one
 (whose files are all complete).
+
+A file's name ends with the first hex digits of its sha256, so each file can be checked
+on its own: a deleted ``manifest.json`` is rebuilt from the files that verify, instead
+of the next save orphaning (and garbage-collecting) them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import math
 import os
+import re
 import threading
-import uuid
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +39,8 @@ from weft.train._atomic import StagedFile, atomic_write, fsync_directory, tempor
 
 __all__ = ["MANIFEST", "CheckpointInfo", "CheckpointStore", "DirectoryLock", "Retention"]
 
+logger = logging.getLogger(__name__)
+
 MANIFEST = "manifest.json"
 #: Written into every manifest; a reader refuses any other format.
 MANIFEST_FORMAT = "weft-checkpoints/1"
@@ -40,9 +49,13 @@ LOCK_FILE = ".lock"
 _FILE_PREFIX, _FILE_SUFFIX = "step-", ".safetensors"
 #: Steps are zero-padded to this many digits so file names sort by step (up to 10**10 steps).
 _STEP_DIGITS = 10
-#: Hex digits of the random id in a file name: saving a step again writes a new file
-#: beside the one the manifest still names, and 32 random bits keep the two apart.
-_FILE_ID_DIGITS = 8
+#: Hex digits of the file's sha256 in its name: 64 bits tell a file that verifies from one
+#: that does not, and keep two different saves of one step apart (an identical save may
+#: take the same name: it replaces the file with the same bytes).
+_FILE_SHA_DIGITS = 16
+#: ``step-<step>-<id>.safetensors``; files written before the sha256 was in the name
+#: have 8 random hex digits there (they are checked for structure only).
+_FILE_NAME = re.compile(r"step-(\d+)-([0-9a-f]{8}|[0-9a-f]{16})\.safetensors")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,19 +137,25 @@ class CheckpointStore:
         self.durable = durable
         self._lock = threading.Lock()  # manifest read-modify-write within this process
         self._cleaned = False
+        self._warned_rebuild = False
 
     @property
     def manifest(self) -> Path:
         return self.directory / MANIFEST
 
     def read(self) -> list[CheckpointInfo]:
-        """The manifest's entries as saved (not sorted); empty if there is no manifest."""
+        """The manifest's entries as saved (not sorted). Without a manifest: the checkpoint
+        files that verify (see :meth:`rebuild`), empty if there are none."""
+        entries = self._read_manifest()
+        return self.rebuild(persist=False) if entries is None else entries
+
+    def _read_manifest(self) -> list[CheckpointInfo] | None:
         path = self.manifest
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
         except FileNotFoundError:
-            return []
+            return None
         except (ValueError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"checkpoint manifest {str(path)!r} is corrupted ({exc}); "
                                   "the safetensors files beside it are intact and load with "
@@ -152,26 +171,120 @@ class CheckpointStore:
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint manifest {str(path)!r} has a bad entry ({exc})") from None
 
-    def new_path(self, step: int) -> Path:
-        """Where a new checkpoint of ``step`` goes (a fresh name every time)."""
-        return self.directory / f"{_FILE_PREFIX}{step:0{_STEP_DIGITS}d}-{uuid.uuid4().hex[:_FILE_ID_DIGITS]}{_FILE_SUFFIX}"
+    def staging_path(self, step: int) -> Path:
+        """The name a checkpoint of ``step`` is written under (temporarily) before its
+        sha256, and so its final name (:meth:`final_path`), is known."""
+        return self.directory / f"{_FILE_PREFIX}{step:0{_STEP_DIGITS}d}{_FILE_SUFFIX}"
+
+    def final_path(self, step: int, sha256: str) -> Path:
+        """Where the checkpoint of ``step`` whose content has ``sha256`` goes."""
+        return self.directory / f"{_FILE_PREFIX}{step:0{_STEP_DIGITS}d}-{sha256[:_FILE_SHA_DIGITS]}{_FILE_SUFFIX}"
+
+    # -- a missing manifest ------------------------------------------------------------
+    def rebuild(self, *, persist: bool) -> list[CheckpointInfo]:
+        """The entries of a manifest that is missing, rebuilt from the checkpoint files
+        beside it: each is read whole and checked (its sha256 against the one in its
+        name, its header, its length); files that fail are left out, with a warning.
+        ``persist`` writes the rebuilt manifest (the caller holds the directory lock)."""
+        entries: dict[int, CheckpointInfo] = {}
+        rejected: list[str] = []
+        try:
+            names = sorted(p.name for p in self.directory.iterdir())
+        except FileNotFoundError:
+            return []
+        for name in names:
+            match = _FILE_NAME.fullmatch(name)
+            if match is None:
+                continue
+            try:
+                info = self._verify(self.directory / name, int(match.group(1)), match.group(2))
+            except CheckpointError as exc:
+                rejected.append(str(exc))
+                continue
+            previous = entries.get(info.step)
+            if previous is None or previous.created <= info.created:  # a step saved twice: the later file
+                entries[info.step] = info
+        found = sorted(entries.values(), key=lambda e: e.step)
+        if not found and not rejected:
+            return []
+        if persist:
+            self._write(found)
+        if persist or not self._warned_rebuild:
+            self._warned_rebuild = True
+            warnings.warn(f"{MANIFEST} is missing in {str(self.directory)!r}: rebuilt it from the "
+                          f"{len(found)} checkpoint file(s) that verify (steps {[e.step for e in found]})"
+                          + (f"; left out {len(rejected)} that do not: {'; '.join(rejected)}" if rejected else ""),
+                          RuntimeWarning, stacklevel=4)
+        return found
+
+    def _verify(self, path: Path, step: int, name_id: str) -> CheckpointInfo:
+        from weft.train._safetensors import load_safetensors
+
+        sha = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                created = os.fstat(f.fileno()).st_mtime
+                while chunk := f.read(1 << 24):
+                    sha.update(chunk)
+        except OSError as exc:
+            raise CheckpointError(f"checkpoint file {str(path)!r} cannot be read ({exc})") from None
+        digest = sha.hexdigest()
+        if len(name_id) == _FILE_SHA_DIGITS and not digest.startswith(name_id):
+            raise CheckpointError(f"checkpoint file {str(path)!r} is corrupted (its sha256 does not match "
+                                  "the one in its name)")
+        _tensors, metadata = load_safetensors(path, sha256=digest, size=size)
+        try:
+            header = json.loads(metadata["weft"])
+            saved_step = int(header["step"])
+            metrics, config = dict(header.get("metrics", {})), dict(header.get("config", {}))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint file {str(path)!r} has no readable weft header ({exc!r})") from None
+        if saved_step != step:
+            raise CheckpointError(f"checkpoint file {str(path)!r} holds step {saved_step}, not the step "
+                                  "its name says")
+        return CheckpointInfo(step=step, path=path, sha256=digest, size=size, created=created, metrics=metrics,
+                              config=config)
+
+    def clean(self) -> None:
+        """Once per store, before its first save: rebuild a missing manifest and delete
+        what killed saves left (see :meth:`_remove_garbage`). Done when a ``Checkpoints``
+        opens an existing directory, so nothing a crashed save left outlives the next
+        open; a directory that cannot be written (or whose manifest is corrupted) is
+        left as it is."""
+        if self._cleaned or not self.directory.is_dir():
+            return
+        try:
+            with self._lock, DirectoryLock(self.directory):
+                entries = self._read_manifest()
+                if entries is None:
+                    entries = self.rebuild(persist=True)
+                self._remove_garbage({e.path.name for e in entries})
+                self._cleaned = True
+        except CheckpointError as exc:
+            logger.debug("not cleaning %s: %s", self.directory, exc)
+        except OSError as exc:
+            logger.debug("cannot clean %s: %s", self.directory, exc)
 
     def add(self, info: CheckpointInfo, staged: StagedFile, retention: Retention) -> int:
         """Put the staged file of ``info`` in place and into the manifest, apply
         ``retention``, delete the files it dropped; return how many were deleted."""
         with self._lock, DirectoryLock(self.directory):
+            current = self._read_manifest()
+            if current is None:  # read before the new file is in place, which is no part of it
+                current = self.rebuild(persist=False)
             try:
                 staged.commit()
             except BaseException:
                 staged.discard()
                 raise
-            current = self.read()
             replaced = [e for e in current if e.step == info.step]
             kept, dropped = retention.split([e for e in current if e.step != info.step] + [info])
             self._write(kept)
             for old in dropped + replaced:
-                with contextlib.suppress(FileNotFoundError):
-                    old.path.unlink()
+                if old.path != info.path:  # the same bytes saved again take the same name
+                    with contextlib.suppress(FileNotFoundError):
+                        old.path.unlink()
             if not self._cleaned:
                 self._remove_garbage({e.path.name for e in kept})
                 self._cleaned = True

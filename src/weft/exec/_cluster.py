@@ -197,9 +197,34 @@ class Engine(abc.ABC):
     an answer, and ``wake()``, when it can take calls again after ``start`` declined.
     """
 
+    #: Functions that carry data kept on the cluster per executor (least recently used
+    #: first out), so a map that builds a new closure per call cannot pin them all.
+    SHARED_FUNCTIONS = 16
+
     def __init__(self, notify: Callable[[Call, Any], None], wake: Callable[[], None]) -> None:
         self.notify = notify
         self.wake = wake
+        # id(fn) -> (fn, its handle on the cluster); holding fn keeps its id from being reused
+        self.shared: collections.OrderedDict[int, tuple[Callable[..., Any], Any]] = collections.OrderedDict()
+
+    def shared_function(self, fn: Callable[..., Any]) -> Any:
+        """``fn`` itself if it is a plain function, else its handle on the cluster,
+        sent once (by :meth:`share`) and reused while it stays among the recent ones."""
+        if is_plain_function(fn):
+            return fn
+        key = id(fn)
+        entry = self.shared.get(key)
+        if entry is None or entry[0] is not fn:
+            entry = (fn, self.share(fn))
+            self.shared[key] = entry
+            while len(self.shared) > self.SHARED_FUNCTIONS:
+                self.shared.popitem(last=False)
+        self.shared.move_to_end(key)
+        return entry[1]
+
+    def share(self, fn: Callable[..., Any]) -> Any:
+        """Send ``fn`` (which carries data) to the cluster once; returns its handle there."""
+        raise NotImplementedError(f"{type(self).__name__} sends every function with its call")
 
     @abc.abstractmethod
     def start(self, call: Call) -> Any:

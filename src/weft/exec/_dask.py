@@ -24,7 +24,6 @@ first, by its own ``distributed.scheduler.allowed-failures``.
 
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
 import uuid
@@ -40,7 +39,6 @@ from weft.exec._cluster import (
     ClusterExecutor,
     Engine,
     Reply,
-    is_plain_function,
     run_call,
 )
 
@@ -57,8 +55,6 @@ SCATTER_MIN_BYTES = 4 * 1024 * 1024
 #: The scheduler always serves HTTP (health, metrics) on port 8787 unless told otherwise,
 #: and warns when that port is taken (by another cluster): a free port instead.
 _NO_FIXED_PORT = {"dashboard_address": ":0"}
-#: Functions that carry data kept scattered per executor (least recently used first out).
-_SHARED_FUNCTIONS = 16
 
 
 # --------------------------------------------------------------------------- cluster side
@@ -99,12 +95,11 @@ class _DaskEngine(Engine):
         self.cluster = cluster  # the LocalCluster weft started, or None
         self.timeout = timeout
         self.killed_worker: type[BaseException] = distributed.scheduler.KilledWorker
-        self.shared: collections.OrderedDict[int, tuple[Callable[..., Any], Any]] = collections.OrderedDict()
         self.prefix = f"weft-{uuid.uuid4().hex[:12]}"
         self.ids = itertools.count()
 
     def start(self, call: Call) -> _Handle:
-        fn = self._shared(call.fn)
+        fn = self.shared_function(call.fn)
         key = f"{self.prefix}-{next(self.ids)}"
         if call.nbytes >= SCATTER_MIN_BYTES:
             [bundle] = self.client.scatter([(call.args, call.kwargs)], hash=False)
@@ -114,22 +109,11 @@ class _DaskEngine(Engine):
         handle.future.add_done_callback(lambda _f: self.notify(call, handle))
         return handle
 
-    def _shared(self, fn: Callable[..., Any]) -> Any:
-        """``fn`` itself if it is a plain function, else its scattered future (sent once)."""
-        if is_plain_function(fn):
-            return fn
-        key = id(fn)
-        entry = self.shared.get(key)
-        if entry is None or entry[0] is not fn:
-            # on every worker: a task whose function sits on one worker is placed there
-            # (data locality), and calls would queue on it while the others idle
-            [future] = self.client.scatter([fn], hash=False, broadcast=True)
-            entry = (fn, future)
-            self.shared[key] = entry
-            while len(self.shared) > _SHARED_FUNCTIONS:
-                self.shared.popitem(last=False)
-        self.shared.move_to_end(key)
-        return entry[1]
+    def share(self, fn: Callable[..., Any]) -> Any:
+        # on every worker: a task whose function sits on one worker is placed there
+        # (data locality), and calls would queue on it while the others idle
+        [future] = self.client.scatter([fn], hash=False, broadcast=True)
+        return future
 
     def forget(self, call: Call) -> None:
         handle: _Handle | None = call.handle

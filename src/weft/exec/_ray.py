@@ -43,7 +43,6 @@ from weft.exec._cluster import (
     Reply,
     describe_call,
     is_callable_object,
-    is_plain_function,
     run_call,
 )
 
@@ -57,9 +56,6 @@ _RAY_OPTIONS = ("num_cpus", "num_gpus", "memory")
 #: Calls queued on one actor: the one it runs and the next, so it never waits for a
 #: round trip to the driver between calls, while a slow actor holds no more.
 _CALLS_PER_ACTOR = 2
-#: Functions that carry data kept in the object store per executor (least recently
-#: used first out), so a map that builds a new closure per call cannot pin them all.
-_SHARED_FUNCTIONS = 16
 
 
 # --------------------------------------------------------------------------- cluster side
@@ -172,7 +168,6 @@ class _RayEngine(Engine):
         self.task = ray.remote(_run_task).options(max_retries=0, retry_exceptions=False, **options)
         self.host = ray.remote(_CallHost).options(max_restarts=0, max_task_retries=0, max_concurrency=1,
                                                   scheduling_strategy="SPREAD", **options)
-        self.shared: collections.OrderedDict[int, tuple[Callable[..., Any], Any]] = collections.OrderedDict()
         self.pools: dict[int, _Pool] = {}
         self.replaced = 0
         self.closed = False
@@ -191,26 +186,15 @@ class _RayEngine(Engine):
             actor.calls.append(call)
             handle = _Handle(ref, ref.future(), actor)
         else:
-            ref = self.task.remote(self._shared(call.fn), call.args, call.kwargs)
+            ref = self.task.remote(self.shared_function(call.fn), call.args, call.kwargs)
             handle = _Handle(ref, ref.future())
         future = handle.future
         assert future is not None
         future.add_done_callback(lambda _f: self.notify(call, handle))
         return handle
 
-    def _shared(self, fn: Callable[..., Any]) -> Any:
-        """``fn`` itself if it is a plain function, else its object-store ref (put once)."""
-        if is_plain_function(fn):
-            return fn
-        key = id(fn)
-        entry = self.shared.get(key)
-        if entry is None or entry[0] is not fn:
-            entry = (fn, self.ray.put(fn))  # holding fn keeps its id from being reused
-            self.shared[key] = entry
-            while len(self.shared) > _SHARED_FUNCTIONS:
-                self.shared.popitem(last=False)
-        self.shared.move_to_end(key)
-        return entry[1]
+    def share(self, fn: Callable[..., Any]) -> Any:
+        return self.ray.put(fn)
 
     def _actor_for(self, fn: Callable[..., Any]) -> _Actor | None:
         """The least busy actor that is up and has room, or None (``wake()`` follows)."""

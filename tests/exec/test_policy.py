@@ -66,12 +66,13 @@ def test_unknown_workload_names_the_known_ones() -> None:
         _policy.for_workload("gpu")  # type: ignore[arg-type]
 
 
-def test_for_models() -> None:
-    assert _policy.for_models({"a": False}, gil=False).backend == "thread"
-    held = _policy.for_models({"b": True, "a": False, "c": False}, gil=True)
-    assert held.backend == "process" and "model 'a'" in held.reason  # the first one, by name
-    assert _policy.for_models({"a": True, "b": True}, gil=True).backend == "thread"
-    assert _policy.for_models({}, gil=True).backend == "thread"
+def test_for_model_chooses_for_each_model_alone() -> None:
+    assert _policy.for_model("a", False, gil=False).backend == "thread"
+    assert _policy.for_model("a", True, gil=False).backend == "thread"
+    held = _policy.for_model("a", False, gil=True)
+    assert held.backend == "process" and "model 'a' does not declare releases_gil" in held.reason
+    released = _policy.for_model("b", True, gil=True)
+    assert released.backend == "thread" and "model 'b' releases the GIL" in released.reason
 
 
 def test_unpicklable_functions_get_threads_and_the_reason() -> None:

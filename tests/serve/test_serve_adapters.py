@@ -11,7 +11,7 @@ import pytest
 
 from weft.errors import ConfigError, ModelError
 from weft.serve import Client, Server, ServerConfig, adapter_names, load_model, serve_in_thread
-from weft.serve._config import choose_backend
+from weft.serve._config import choose_backends
 
 
 def test_python_specs_by_file_module_and_object() -> None:
@@ -49,7 +49,7 @@ def test_load_failures_are_model_errors(tmp_path) -> None:  # type: ignore[no-un
     with pytest.raises(ModelError, match="not_a_module_xyz"):
         load_model(f"{broken}:M")
     with pytest.raises(ModelError, match="not_a_module_xyz"):
-        choose_backend(ServerConfig(), [f"{broken}:M"])  # auto reads releases_gil from the module
+        choose_backends(ServerConfig(), [f"{broken}:M"])  # auto reads releases_gil from the module
 
 
 def _onnx_mlp(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +74,7 @@ def test_onnx_model_is_served(tmp_path) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("onnxruntime")
     path = str(tmp_path / "tiny.onnx")
     w, b = _onnx_mlp(path)
-    assert choose_backend(ServerConfig(), [path]).backend == "thread"
+    assert [c.backend for c in choose_backends(ServerConfig(), [path])] == ["thread"]
     with serve_in_thread([path], ServerConfig(port=0, max_batch_size=8)) as url, Client(url) as client:
         meta = client.model_metadata("tiny")
         assert meta["platform"] == "onnxruntime_onnx"
@@ -121,20 +121,48 @@ def test_process_backend_runs_models_in_worker_processes_with_shared_memory(trac
         np.testing.assert_array_equal(client.infer("doubler", {"x": big})["y"], 2 * big)
 
 
-def test_auto_backend_rule() -> None:
+def test_auto_backend_rule_is_per_model() -> None:
     import sys
 
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    choice = choose_backend(ServerConfig(), ["tests/serve_workloads.py:HoldsGil"])
+    [choice] = choose_backends(ServerConfig(), ["tests/serve_workloads.py:HoldsGil"])
     assert choice.backend == ("process" if gil else "thread")
     if gil:
         assert "'tests/serve_workloads.py:HoldsGil' does not declare releases_gil" in choice.reason
-    named = choose_backend(ServerConfig(), ["slow=tests/serve_workloads.py:HoldsGil", "examples/mlp.py:Model"])
-    assert named.backend == choice.backend and (not gil or "'slow'" in named.reason)
-    assert choose_backend(ServerConfig(), ["examples/mlp.py:Model"]).backend == "thread"
-    assert choose_backend(ServerConfig(), ["model.onnx", "net.pt"]).backend == "thread", "native runtimes"
-    requested = choose_backend(ServerConfig(backend="process"), ["examples/mlp.py:Model"])
-    assert requested.backend == "process" and requested.reason == "backend='process' was requested"
+    held, released = choose_backends(ServerConfig(), ["slow=tests/serve_workloads.py:HoldsGil",
+                                                      "examples/mlp.py:Model"])
+    assert held.backend == choice.backend and (not gil or "'slow'" in held.reason)
+    assert released.backend == "thread", "a model holding the GIL does not move the others to processes"
+    assert [c.backend for c in choose_backends(ServerConfig(), ["model.onnx", "net.pt"])] == ["thread"] * 2
+    requested = choose_backends(ServerConfig(backend="process"), ["examples/mlp.py:Model", "model.onnx"])
+    assert [c.backend for c in requested] == ["process"] * 2
+    assert requested[0].reason == "backend='process' was requested"
+
+
+def test_each_model_runs_on_the_backend_it_calls_for(tracker: None, no_leaks: None) -> None:
+    import sys
+
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    config = ServerConfig(port=0, workers=2)
+    with Server(["tests/serve_workloads.py:HoldsGil", "tests/serve_workloads.py:Doubler"], config) as server, \
+            Client(server.url) as client:
+        out = client.infer("pyloop", {"x": np.array([[1, 2, 3], [4, 5, 6]], np.int64)})
+        np.testing.assert_array_equal(out["total"], [6, 15])
+        assert (int(out["pid"][0]) != os.getpid()) == gil, "a process worker on a GIL build only"
+        x = np.arange(6, dtype=np.float32).reshape(2, 3)
+        np.testing.assert_array_equal(client.infer("doubler", {"x": x})["y"], 2 * x)
+        stats = server.statistics()
+    backends = {name: choice.backend for name, choice in stats.model_backends.items()}
+    if gil:
+        assert backends == {"pyloop": "process", "doubler": "thread"}
+        assert stats.backend == "process+thread"
+        assert "does not declare releases_gil" in stats.model_backends["pyloop"].reason
+        assert "releases the GIL" in stats.model_backends["doubler"].reason
+        assert "pyloop on process" in stats.backend_reason and "doubler on thread" in stats.backend_reason
+    else:
+        assert backends == {"pyloop": "thread", "doubler": "thread"}
+        assert stats.backend == "thread" and "the GIL is off" in stats.backend_reason
+    assert stats.models["pyloop"].completed == 1 and stats.models["doubler"].completed == 1
 
 
 def test_a_registered_adapter_declares_whether_it_releases_the_gil(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,9 +175,10 @@ def test_a_registered_adapter_declares_whether_it_releases_the_gil(monkeypatch: 
                      loader=lambda spec: None, releases_gil=True)  # type: ignore[arg-type,return-value]
     register_adapter("script", matches=lambda spec: isinstance(spec, str) and spec.endswith(".script"),
                      loader=lambda spec: None)  # type: ignore[arg-type,return-value]
-    assert choose_backend(ServerConfig(), ["m.native"]).backend == "thread"
+    assert [c.backend for c in choose_backends(ServerConfig(), ["m.native"])] == ["thread"]
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    assert choose_backend(ServerConfig(), ["m.native", "m.script"]).backend == ("process" if gil else "thread")
+    chosen = [c.backend for c in choose_backends(ServerConfig(), ["m.native", "m.script"])]
+    assert chosen == ["thread", "process" if gil else "thread"]
 
 
 @pytest.mark.parametrize("sidecar", [None, "two.pt.json", "two.json"])

@@ -3,7 +3,7 @@
 Every part of weft that picks a backend asks this module: the table ``weft doctor``
 prints (per kind of work), the ``auto`` executor and a pipeline's map stage (from a
 measurement of the function itself), and the model server (from what each model
-declares). The thresholds below are the rule; the reasons returned with each choice
+declares, model by model). The thresholds below are the rule; the reasons returned with each choice
 are the sentences users read in ``statistics()``, ``weft doctor`` and the CLI.
 
 The rule, in order:
@@ -52,7 +52,7 @@ __all__ = [
     "after_thread_trial",
     "by_throughput",
     "describe_rule",
-    "for_models",
+    "for_model",
     "for_workload",
     "interpreter_rule",
     "too_few_items",
@@ -160,19 +160,20 @@ def for_workload(workload: Workload, *, cores: int | None = None, gil: bool | No
     return BackendChoice(backend=backend, reason=_WORKLOAD_REASONS[workload], workload=workload)
 
 
-def for_models(releases_gil: dict[str, bool], *, gil: bool | None = None) -> BackendChoice:
-    """The backend for a server's models, from what each declares (``releases_gil``).
+def for_model(model: str, releases_gil: bool, *, gil: bool | None = None) -> BackendChoice:
+    """The backend for one served model, from what it declares (``releases_gil``).
 
-    A model that does not declare that it releases the GIL is assumed to hold it.
+    A model that does not declare that it releases the GIL is assumed to hold it. Each
+    model of a server is chosen for on its own: one that holds the GIL does not push the
+    others onto processes.
     """
     if not _gil(gil):
         return BackendChoice(backend="thread", reason="the GIL is off: threads run models in parallel")
-    holding = sorted(name for name, releases in releases_gil.items() if not releases)
-    if holding:
+    if not releases_gil:
         return BackendChoice(backend="process",
-                             reason=f"the GIL is on and model {holding[0]!r} does not declare releases_gil = True: "
+                             reason=f"the GIL is on and model {model!r} does not declare releases_gil = True: "
                                     "processes with shared-memory tensors")
-    return BackendChoice(backend="thread", reason="every model releases the GIL (NumPy, onnxruntime, torch): "
+    return BackendChoice(backend="thread", reason=f"model {model!r} releases the GIL (NumPy, onnxruntime, torch): "
                                                   "threads share tensors by reference")
 
 

@@ -20,8 +20,8 @@ from weft.errors import ConfigError, ModelError
 from weft.serve._failures import user_error
 from weft.serve._types import Model, TensorSpec
 
-__all__ = ["GilDeclaration", "LoadedModel", "adapter_names", "declared_gil", "load_model", "register_adapter",
-           "split_name"]
+__all__ = ["GilDeclaration", "LoadedModel", "adapter_names", "declared_gil", "load_model", "model_label",
+           "register_adapter", "split_name"]
 
 Loader = Callable[[Any], Model]
 Matcher = Callable[[Any], bool]
@@ -151,7 +151,7 @@ class GilDeclaration(NamedTuple):
 
 def declared_gil(spec: Any) -> GilDeclaration:
     """Whether the model ``spec`` names releases the GIL, asking its adapter (no loading)."""
-    name, target = split_name(spec)
+    _, target = split_name(spec)
     adapter = _adapter_for(target)
     releases = adapter.releases_gil
     if callable(releases):
@@ -161,10 +161,17 @@ def declared_gil(spec: Any) -> GilDeclaration:
             raise
         except Exception as exc:  # the model's own module failed to import
             raise ModelError(f"model {target!r} failed to load: {type(exc).__name__}: {exc}") from exc
-    if name is None:  # what the user wrote, or the object's own name
+    return GilDeclaration(model_label(spec), bool(releases))
+
+
+def model_label(spec: Any) -> str:
+    """How ``spec``'s model is named before it is loaded: the name given with name=spec,
+    else what the user wrote, or the object's own name."""
+    name, target = split_name(spec)
+    if name is None:
         name = target if isinstance(target, str) else (
             getattr(target, "name", None) or getattr(target, "__name__", None) or type(target).__name__)
-    return GilDeclaration(str(name), bool(releases))
+    return str(name)
 
 
 def load_model(spec: Any) -> LoadedModel:

@@ -9,10 +9,10 @@ from typing import Any
 
 from weft._checks import check_int, check_number, check_one_of
 from weft.errors import ConfigError
-from weft.exec._policy import BackendChoice, for_models, validate_backend
+from weft.exec._policy import BackendChoice, for_model, validate_backend
 from weft.serve._batcher import BatcherConfig
 
-__all__ = ["DEFAULT_PORT", "LOG_LEVELS", "ServerConfig", "choose_backend"]
+__all__ = ["DEFAULT_PORT", "LOG_LEVELS", "ServerConfig", "choose_backends"]
 
 #: The port Triton and KServe serve the V2 REST protocol on, so clients' defaults find us.
 DEFAULT_PORT = 8000
@@ -32,9 +32,9 @@ _RENAMED = {"max_delay_ms": ("max_delay", 1000), "timeout_s": ("timeout", 1),
 class ServerConfig:
     """How a server listens, batches and protects itself.
 
-    ``port=0`` picks a free port. ``backend`` is ``"auto"`` (threads when the GIL is off
-    or every model releases it, else processes), ``"thread"``, ``"process"`` or a backend
-    added with :func:`weft.exec.register`. Durations are seconds: ``max_delay`` is the
+    ``port=0`` picks a free port. ``backend`` is ``"auto"`` (each model on its own:
+    threads when the GIL is off or the model releases it, else processes), ``"thread"``,
+    ``"process"`` or a backend added with :func:`weft.exec.register` (then for every model). Durations are seconds: ``max_delay`` is the
     longest a batch waits to fill, from its oldest request; ``timeout`` the longest a
     request waits (a request may shorten it); ``drain_timeout`` the longest a shutdown
     waits for the requests in flight. ``queue_size`` bounds the inference requests a
@@ -96,14 +96,12 @@ class ServerConfig:
 _FIELD_DEFAULTS = {f.name: f.default for f in fields(ServerConfig)}
 
 
-def choose_backend(config: ServerConfig, specs: Sequence[Any]) -> BackendChoice:
-    """The executor backend for these models, with the reason (see ``weft.exec._policy``)."""
+def choose_backends(config: ServerConfig, specs: Sequence[Any]) -> list[BackendChoice]:
+    """The executor backend for each of these models, in order, with the reason (see
+    ``weft.exec._policy``). A backend named in ``config`` applies to every model."""
     if config.backend != "auto":
-        return BackendChoice(backend=config.backend, reason=f"backend={config.backend!r} was requested")
+        requested = BackendChoice(backend=config.backend, reason=f"backend={config.backend!r} was requested")
+        return [requested for _ in specs]
     from weft.serve._adapters import declared_gil
 
-    releases: dict[str, bool] = {}
-    for spec in specs:
-        model, releases_gil = declared_gil(spec)
-        releases[model] = releases.get(model, True) and releases_gil
-    return for_models(releases)
+    return [for_model(*declared_gil(spec)) for spec in specs]

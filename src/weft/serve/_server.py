@@ -20,14 +20,14 @@ import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from weft.errors import ConfigError, ModelError, ServeError
 from weft.exec._policy import BackendChoice
 from weft.serve._batcher import Arrays, Batcher, BatcherStatistics, RunBatch
-from weft.serve._config import ServerConfig, choose_backend
+from weft.serve._config import ServerConfig, choose_backends
 from weft.serve._http import Phase
 
 if TYPE_CHECKING:
@@ -53,7 +53,12 @@ _MIN_GRACEFUL_SHUTDOWN_SECONDS = 1
 
 @dataclass(frozen=True, kw_only=True)
 class ServerStatistics:
-    """A snapshot: readiness, requests in flight, the backend and why, each model's batcher.
+    """A snapshot: readiness, requests in flight, the backends and why, each model's batcher.
+
+    ``model_backends`` holds each model's backend and the reason it was chosen (each
+    model is chosen for on its own, unless a backend was requested for all).
+    ``backend`` is the one backend every model runs on, or the backends used joined
+    with ``+`` (``"process+thread"``); ``backend_reason`` the reason, or each model's.
 
     ``ready`` is true once the models are loaded and the port is open (also while
     draining); the HTTP readiness route answers 503 while ``draining``. ``cut`` counts
@@ -68,6 +73,7 @@ class ServerStatistics:
     backend_reason: str
     models: dict[str, BatcherStatistics]
     cut: int = 0
+    model_backends: dict[str, BackendChoice] = field(default_factory=dict)
 
 
 _NOT_STARTED = BackendChoice(backend="?", reason="not started")
@@ -94,7 +100,7 @@ class Server:
         self._started = threading.Event()
         self._error: BaseException | None = None
         self._url: str | None = None
-        self._backend = _NOT_STARTED
+        self._backends: dict[str, BackendChoice] = {}  # by model: spec labels until loaded, then served names
         self._closing = False  # close() was called (maybe before the loop could hear it)
         self._drain_task: asyncio.Task[None] | None = None
         self._on_ready: Callable[[Server], None] | None = None
@@ -199,11 +205,12 @@ class Server:
     def _snapshot(self) -> ServerStatistics:
         service = self._service
         models = {} if service is None else {n: m.batcher.statistics() for n, m in service.models.items()}
+        summary = _summary(self._backends)
         return ServerStatistics(ready=service is not None and service.readiness.started,
                                 draining=service is not None and service.readiness.draining,
                                 in_flight=0 if service is None else service.in_flight,
-                                backend=self._backend.backend, backend_reason=self._backend.reason, models=models,
-                                cut=self._cut)
+                                backend=summary.backend, backend_reason=summary.reason, models=models,
+                                cut=self._cut, model_backends=dict(self._backends))
 
     def _answer_snapshot(self, future: Future[ServerStatistics]) -> None:
         with self._snapshot_lock:
@@ -240,27 +247,36 @@ class Server:
                              "pip install 'weft[serve]'") from exc
         import weft.exec
         from weft.serve import _worker
+        from weft.serve._adapters import model_label
         from weft.serve._app import App
         from weft.serve._refusal import protocol_class
 
         cfg = self.config
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._backend = choose_backend(cfg, self._specs)
-        log.debug("weft serve: backend %s (%s)", self._backend.backend, self._backend.reason)
-        # A backend the server chose gets the reason; one the user named (maybe registered
-        # with weft.exec.register, whose factory need only take workers=) keeps its own.
-        options = {"reason": self._backend.reason} if cfg.backend == "auto" else {}
+        choices = choose_backends(cfg, self._specs)
+        self._backends = {model_label(spec): choice for spec, choice in zip(self._specs, choices, strict=True)}
+        for label, choice in self._backends.items():
+            log.debug("weft serve: model %s on backend %s (%s)", label, choice.backend, choice.reason)
         # Bound before the models load: a port in use is said at once, not after minutes of loading.
         sock = _listen(cfg.host, cfg.port)
+        # One executor per backend in use, each with cfg.workers workers.
+        executors: dict[str, Executor] = {}
         try:
-            executor = weft.exec.create(self._backend.backend, workers=cfg.workers, **options)
+            for backend in dict.fromkeys(c.backend for c in choices):
+                # A backend the server chose gets the reason; one the user named (maybe registered
+                # with weft.exec.register, whose factory need only take workers=) keeps its own.
+                reasons = dict.fromkeys(c.reason for c in choices if c.backend == backend)
+                options = {"reason": "; ".join(reasons)} if cfg.backend == "auto" else {}
+                executors[backend] = weft.exec.create(backend, workers=cfg.workers, **options)
         except BaseException:
+            for made in executors.values():
+                made.close()
             sock.close()
             raise
         refs: list[ModelRef] = []
         try:
-            service = self._service = await self._load(executor, refs)
+            service = self._service = await self._load([executors[c.backend] for c in choices], choices, refs)
             port = sock.getsockname()[1]
             host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
             self._url = f"http://{host}:{port}"
@@ -283,7 +299,7 @@ class Server:
             elif self._on_ready is not None and server.started:
                 self._on_ready(self)
             log.debug("weft serve: %s on %s (backend %s)", ", ".join(service.models), self._url,
-                      self._backend.backend)
+                      _summary(self._backends).backend)
             await serving
         finally:
             sock.close()
@@ -291,12 +307,14 @@ class Server:
                 if not model.batcher.closed:
                     await model.batcher.drain()
             # A shutdown that cut requests does not wait for the batches they were in either.
-            executor.close(cancel=True, timeout=0 if self._cut else None)
+            for executor in executors.values():
+                executor.close(cancel=True, timeout=0 if self._cut else None)
             for ref in refs:
                 _worker.forget(ref.key)
 
-    async def _load(self, executor: Executor, refs: list[ModelRef]) -> Service:
-        """Load every model on the workers; the service that answers for them."""
+    async def _load(self, executors: list[Executor], choices: list[BackendChoice],
+                    refs: list[ModelRef]) -> Service:
+        """Load every model on its executor's workers; the service that answers for them."""
         import weft
         from weft.serve import _worker
         from weft.serve._failures import details
@@ -305,7 +323,7 @@ class Server:
 
         cfg = self.config
         described: list[_worker.ModelDescription] = []
-        for index, spec in enumerate(self._specs):
+        for index, (spec, executor) in enumerate(zip(self._specs, executors, strict=True)):
             ref = _worker.ModelRef(spec, f"{os.getpid()}-{self._id}-{index}")
             refs.append(ref)
             try:
@@ -318,12 +336,13 @@ class Server:
             if any(d.name == info.name for d in described):
                 raise ConfigError(f"two models are named {info.name!r}: serve one as othername=spec")
             described.append(info)
+        self._backends = {info.name: choice for info, choice in zip(described, choices, strict=True)}
         served: dict[str, ServedModel] = {}
         metrics = Metrics([d.name for d in described],
                           lambda: {n: m.batcher.statistics() for n, m in served.items()},
                           lambda: 0 if self._service is None else self._service.in_flight)
         batching = cfg.batching()
-        for ref, info in zip(refs, described, strict=True):
+        for ref, info, executor in zip(refs, described, executors, strict=True):
             batcher = Batcher(_runner(executor, ref), batching, on_batch=metrics.batch(info.name))
             served[info.name] = ServedModel(info.name, info.platform, info.inputs, info.outputs, batcher)
         return Service(models=served, metrics=metrics, timeout=cfg.timeout, max_body_bytes=cfg.max_body_bytes, token=cfg.token,
@@ -400,6 +419,17 @@ def _listen(host: str, port: int) -> socket.socket:
                          "(0 = any free port) or host") from exc
     sock.set_inheritable(True)
     return sock
+
+
+def _summary(backends: dict[str, BackendChoice]) -> BackendChoice:
+    """One backend and reason for the whole server: the models' own when they all agree."""
+    choices = set(backends.values())
+    if not choices:
+        return _NOT_STARTED
+    if len(choices) == 1:
+        return choices.pop()
+    return BackendChoice(backend="+".join(sorted({c.backend for c in choices})),
+                         reason="; ".join(f"{name} on {c.backend}: {c.reason}" for name, c in backends.items()))
 
 
 def _runner(executor: Executor, ref: ModelRef) -> RunBatch:

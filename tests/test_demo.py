@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -94,3 +95,43 @@ def test_demo_parts() -> None:
     assert learning_rate(1) < learning_rate(0)
     with pytest.raises(ConfigError, match="size"):
         run_demo(size="huge")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_interrupted_demo_resumes_at_the_next_batch(tmp_path: Path) -> None:
+    import numpy as np
+
+    from weft.demo._run import SIZES
+
+    every = SIZES["small"].checkpoint_every
+    stop_after = every + 2  # two steps past a mid-epoch checkpoint: those two are trained again
+    assert stop_after < 480 // 64, "the stop must fall inside the first epoch"
+
+    def batch_id(x: np.ndarray, y: np.ndarray) -> bytes:
+        return x.tobytes() + y.tobytes()
+
+    def recorder(seen: list[tuple[int, bytes]], stop: int | None = None) -> Any:
+        def on_step(step: int, x: np.ndarray, y: np.ndarray) -> bool:
+            seen.append((step, batch_id(x, y)))
+            return stop is not None and len(seen) == stop
+        return on_step
+
+    console = Console(file=io.StringIO(), width=200)
+    whole: list[tuple[int, bytes]] = []
+    run_demo(size="small", epochs=1, workdir=tmp_path, console=console, on_step=recorder(whole))
+    assert [s for s, _ in whole] == list(range(8)), "one epoch of 480 images is 8 batches of 64"
+
+    first: list[tuple[int, bytes]] = []
+    # the same paths (the augmentation depends on them), the same data, nothing else kept
+    stopped = run_demo(size="small", epochs=1, workdir=tmp_path, fresh=True, console=console,
+                       on_step=recorder(first, stop=stop_after))
+    assert stopped["stopped_at_step"] == stop_after and "served_acc" not in stopped
+    assert first == whole[:stop_after]
+
+    rest: list[tuple[int, bytes]] = []
+    resumed = run_demo(size="small", epochs=1, workdir=tmp_path, console=console, on_step=recorder(rest))
+    assert resumed["resumed_from_epoch"] == 0 and resumed["resumed_from_step"] == every
+    assert rest == whole[every:], "the resumed epoch goes on at the batch after the checkpoint, in the same order"
+    assert resumed["train_images"] == 480 - every * 64
+    assert resumed["run_id"] == stopped["run_id"]

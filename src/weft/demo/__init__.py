@@ -4,8 +4,9 @@
    triangle on noise, 32x32 PNG files) and streams it through a ``weft.data`` pipeline
    (decode + augment map, batch, prefetch).
 2. **Train** (:mod:`weft.demo._model`): a NumPy MLP, each step ``timed``; a checkpoint
-   per epoch (background saves) and every metric in the ``Tracker``. Run it again and
-   it resumes from its last checkpoint (``--epochs`` more than before continues).
+   per epoch and every few steps with the pipeline's position (background saves), and
+   every metric in the ``Tracker``. Run it again and it resumes from its last
+   checkpoint, mid-epoch at the next batch (``--epochs`` more than before continues).
 3. **Serve**: the trained model behind the weft V2 server on a background thread,
    queried by concurrent ``weft.serve.Client`` requests that the server batches.
 

@@ -6,6 +6,7 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ DEFAULT_WORKDIR = "runs/demo"
 
 @dataclass(frozen=True, kw_only=True)
 class DemoSize:
-    """How much the demo does: images per class, epochs, batch, hidden units, requests."""
+    """How much the demo does: images per class, epochs, batch, hidden units, requests,
+    and how many steps apart the mid-epoch checkpoints are."""
 
     train_per_class: int
     val_per_class: int
@@ -30,9 +32,12 @@ class DemoSize:
     batch_size: int = 64
     hidden: int = 128
     requests: int = 600
+    checkpoint_every: int = 25
 
 
-SIZES = {"small": DemoSize(train_per_class=160, val_per_class=40, epochs=5, requests=120),
+# "small" has 8 batches an epoch, "default" 71: both checkpoint a few times an epoch, so an
+# interrupted run loses at most a few steps.
+SIZES = {"small": DemoSize(train_per_class=160, val_per_class=40, epochs=5, requests=120, checkpoint_every=4),
          "default": DemoSize(train_per_class=1500, val_per_class=300, epochs=8, requests=900)}
 
 # The pipeline: a shuffle buffer larger than a small epoch (so "small" shuffles fully),
@@ -53,8 +58,14 @@ _SERVE_WORKERS = 2
 
 
 def run_demo(*, size: str = "default", epochs: int | None = None, workdir: str | Path = DEFAULT_WORKDIR,
-             fresh: bool = False, console: Any = None) -> dict[str, Any]:
-    """Run the three phases and print a summary; returns the figures it printed."""
+             fresh: bool = False, console: Any = None,
+             on_step: Callable[[int, np.ndarray, np.ndarray], bool] | None = None) -> dict[str, Any]:
+    """Run the three phases and print a summary; returns the figures it printed.
+
+    ``on_step(step, images, labels)`` is called after each training step; when it returns
+    True training stops there as an interruption would (no end-of-epoch checkpoint, no
+    serving), and the next run resumes from the last mid-epoch checkpoint.
+    """
     from rich.console import Console
 
     import weft.data as wd
@@ -93,30 +104,45 @@ def run_demo(*, size: str = "default", epochs: int | None = None, workdir: str |
                           background=True)
     tracker = wt.Tracker(root / "weft.db")
     latest = ckpt.latest()
+    mid_epoch_state = None
     if latest is not None:
         restored = ckpt.restore()
         params = dict(restored.state)
         velocity = {k[2:]: v for k, v in params.items() if k.startswith("v.")}
         params = {k: v for k, v in params.items() if not k.startswith("v.")}
-        start_epoch = int(restored.config["epoch"]) + 1
+        # a mid-epoch checkpoint holds the pipeline's position: that epoch continues at the
+        # batch after the checkpoint; an end-of-epoch one (or one without "epoch_done",
+        # written before mid-epoch checkpoints) resumes at the next epoch
+        if restored.config.get("epoch_done", True):
+            start_epoch = int(restored.config["epoch"]) + 1
+        else:
+            start_epoch = int(restored.config["epoch"])
+            mid_epoch_state = restored.data
+        restored.restore_rng()
+        step = restored.step
         run = tracker.resume_run(str(restored.config["run_id"]))
-        console.print(f"[yellow]resuming[/] from checkpoint step {restored.step} (epoch {start_epoch} of "
-                      f"{total_epochs}), tracker run {run.id}")
+        where = "mid-epoch, " if mid_epoch_state is not None else ""
+        console.print(f"[yellow]resuming[/] from checkpoint step {restored.step} ({where}epoch {start_epoch + 1} "
+                      f"of {total_epochs}), tracker run {run.id}")
     else:
         params = init_params(plan.hidden)
         velocity = {k: np.zeros_like(v) for k, v in params.items()}
         start_epoch = 0
+        step = 0
         run = tracker.start_run("demo", params={"size": size, "hidden": plan.hidden, "lr": learning_rate(0),
                                                 "batch_size": plan.batch_size})
-    summary.update(resumed_from_epoch=start_epoch if latest is not None else None, run_id=run.id)
+    summary.update(resumed_from_epoch=start_epoch if latest is not None else None,
+                   resumed_from_step=step if latest is not None else None, run_id=run.id)
     step_timer = wt.timed("weft.demo.train_step")
     step_timer.reset()
-    step = start_epoch * -(-counts["train"] // plan.batch_size)  # batches per epoch, rounded up
     images = 0
-    val_acc = float("nan")
+    val_acc = loss = float("nan")
+    stopped = False
     train_started = time.perf_counter()
     for epoch in range(start_epoch, total_epochs):
         train_pipe.set_epoch(epoch)
+        if mid_epoch_state is not None and epoch == start_epoch:
+            train_pipe.load_state_dict(mid_epoch_state)
         lr = learning_rate(epoch)
         for x, y in train_pipe:
             with step_timer:
@@ -124,14 +150,30 @@ def run_demo(*, size: str = "default", epochs: int | None = None, workdir: str |
             run.log({"loss": loss, "train_acc": acc}, step=step)
             step += 1
             images += len(y)
+            if step % plan.checkpoint_every == 0:
+                # the pipeline's position after this batch: a resume continues at the next one
+                ckpt.save(step, _train_state(params, velocity), data=train_pipe.state_dict(), rng=True,
+                          metrics={"loss": loss},
+                          config={"epoch": epoch, "epoch_done": False, "run_id": run.id, "size": size})
+            if on_step is not None and on_step(step - 1, x, y):
+                stopped = True
+                break
+        if stopped:
+            break
         val_acc = evaluate(params, val_pipe)
         run.log({"val_acc": val_acc, "epoch": epoch}, step=step)
-        state = {**params, **{f"v.{k}": v for k, v in velocity.items()}}
-        ckpt.save(step, state, metrics={"val_acc": val_acc, "loss": loss},
-                  config={"epoch": epoch, "run_id": run.id, "size": size})
+        ckpt.save(step, _train_state(params, velocity), rng=True, metrics={"val_acc": val_acc, "loss": loss},
+                  config={"epoch": epoch, "epoch_done": True, "run_id": run.id, "size": size})
         console.print(f"  epoch {epoch + 1}/{total_epochs}: loss {loss:.3f}, val accuracy {val_acc:.1%}")
     ckpt.wait()
     train_seconds = time.perf_counter() - train_started
+    if stopped:
+        ckpt.close()
+        tracker.close()
+        summary.update(train_images=images, train_seconds=train_seconds, stopped_at_step=step)
+        console.print(f"[yellow]stopped[/] after step {step}; run the demo again to resume from its last "
+                      "checkpoint")
+        return summary
     if start_epoch >= total_epochs:
         console.print(f"[yellow]already trained[/] {total_epochs} epochs (pass --epochs N to train more, "
                       "--fresh to start over)")
@@ -152,6 +194,11 @@ def run_demo(*, size: str = "default", epochs: int | None = None, workdir: str |
     console.rule(f"[bold]final accuracy: {val_acc:.1%} (validation), {served['served_acc']:.1%} "
                  f"(served predictions)")
     return summary
+
+
+def _train_state(params: dict[str, np.ndarray], velocity: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What a checkpoint keeps of the model: the weights and (as ``v.<name>``) their momentum."""
+    return {**params, **{f"v.{k}": v for k, v in velocity.items()}}
 
 
 def evaluate(params: dict[str, np.ndarray], val_pipe: Any) -> float:

@@ -31,23 +31,29 @@ MOMENTUM = 0.9
 
 
 def make_data(path: Path, seed: int = 0) -> Path:
-    """ROWS rows of FEATURES features and a class label (last column): three noisy blobs."""
+    """ROWS rows of FEATURES features and a class label: three noisy blobs, written as a
+    Parquet file of several row groups (``x``: a fixed-size list column, ``label``)."""
     if not path.exists():
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         rng = np.random.default_rng(seed)
         labels = rng.integers(0, CLASSES, ROWS)
         centres = rng.normal(0, 0.5, (CLASSES, FEATURES))
-        x = centres[labels] + rng.normal(0, 1.5, (ROWS, FEATURES))
+        x = (centres[labels] + rng.normal(0, 1.5, (ROWS, FEATURES))).astype(np.float32)
+        table = pa.table({"x": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), FEATURES),
+                          "label": pa.array(labels.astype(np.int64))})
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, np.column_stack([x, labels]).astype(np.float32))
+        pq.write_table(table, path, row_group_size=ROWS // 6)
     return path
 
 
-def augment(row: np.ndarray) -> tuple[np.ndarray, int]:
+def augment(row: dict[str, np.ndarray]) -> tuple[np.ndarray, int]:
     """Features with a little noise, drawn from the row's own bytes: the same noise
     whichever worker thread runs it, so the run is reproducible."""
-    rng = np.random.default_rng(zlib.crc32(row.tobytes()))
-    x = row[:-1] + rng.normal(0, 0.1, FEATURES).astype(np.float32)
-    return x, int(row[-1])
+    rng = np.random.default_rng(zlib.crc32(row["x"].tobytes()))
+    x = row["x"] + rng.normal(0, 0.1, FEATURES).astype(np.float32)
+    return x, int(row["label"])
 
 
 def init_params(seed: int) -> dict[str, np.ndarray]:
@@ -91,8 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint, if any")
     args = parser.parse_args(argv)
 
-    data = make_data(args.dir / "data" / "train.npy", args.seed)
-    pipe = (wd.from_npy(data).shuffle(seed=args.seed)                        # a new permutation each epoch
+    data = make_data(args.dir / "data" / "train.parquet", args.seed)
+    pipe = (wd.from_parquet(data).shuffle(buffer=128, seed=args.seed)       # row groups permuted, rows buffer-shuffled, per epoch
             .map(augment, workers=2, backend="thread", name="augment")       # NumPy releases the GIL
             .batch(args.batch).prefetch(4)
             .epochs(None))                                                   # one pass over every epoch

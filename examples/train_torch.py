@@ -3,7 +3,8 @@
     python examples/train_torch.py --dir runs/torch --steps 400           # trains, checkpointing every 25 steps
     python examples/train_torch.py --dir runs/torch --steps 400 --resume  # after a kill: continues at the next step
 
-The pipeline shuffles a ``.npy`` file's rows (a new permutation each epoch), augments
+The pipeline reads a Parquet file (row groups permuted and rows buffer-shuffled anew
+each epoch), augments
 them on two threads, batches and prefetches. Every ``--every`` steps ONE atomic
 checkpoint is written in the background with the model's and the optimizer's
 ``state_dict()``, the pipeline's position (mid-epoch included) and the random
@@ -30,23 +31,29 @@ ROWS = 600
 
 
 def make_data(path: Path, seed: int = 0) -> Path:
-    """ROWS rows of FEATURES features and a class label (last column): three noisy blobs."""
+    """ROWS rows of FEATURES features and a class label: three noisy blobs, written as a
+    Parquet file of several row groups (``x``: a fixed-size list column, ``label``)."""
     if not path.exists():
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         rng = np.random.default_rng(seed)
         labels = rng.integers(0, CLASSES, ROWS)
         centres = rng.normal(0, 0.5, (CLASSES, FEATURES))
-        x = centres[labels] + rng.normal(0, 1.5, (ROWS, FEATURES))
+        x = (centres[labels] + rng.normal(0, 1.5, (ROWS, FEATURES))).astype(np.float32)
+        table = pa.table({"x": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), FEATURES),
+                          "label": pa.array(labels.astype(np.int64))})
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, np.column_stack([x, labels]).astype(np.float32))
+        pq.write_table(table, path, row_group_size=ROWS // 6)
     return path
 
 
-def augment(row: np.ndarray) -> tuple[np.ndarray, int]:
+def augment(row: dict[str, np.ndarray]) -> tuple[np.ndarray, int]:
     """Features with a little noise, drawn from the row's own bytes: the same noise
     whichever worker thread runs it, so the run is reproducible."""
-    rng = np.random.default_rng(zlib.crc32(row.tobytes()))
-    x = row[:-1] + rng.normal(0, 0.1, FEATURES).astype(np.float32)
-    return x, int(row[-1])
+    rng = np.random.default_rng(zlib.crc32(row["x"].tobytes()))
+    x = row["x"] + rng.normal(0, 0.1, FEATURES).astype(np.float32)
+    return x, int(row["label"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,8 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     model = torch.nn.Sequential(torch.nn.Linear(FEATURES, HIDDEN), torch.nn.ReLU(), torch.nn.Dropout(0.2),
                                 torch.nn.Linear(HIDDEN, CLASSES))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
-    data = make_data(args.dir / "data" / "train.npy", args.seed)
-    pipe = (wd.from_npy(data).shuffle(seed=args.seed)                        # a new permutation each epoch
+    data = make_data(args.dir / "data" / "train.parquet", args.seed)
+    pipe = (wd.from_parquet(data).shuffle(buffer=128, seed=args.seed)       # row groups permuted, rows buffer-shuffled, per epoch
             .map(augment, workers=2, backend="thread", name="augment")       # NumPy releases the GIL
             .batch(args.batch).prefetch(4)
             .epochs(None))                                                   # one pass over every epoch

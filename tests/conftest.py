@@ -6,7 +6,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -54,6 +54,23 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def consume_in_thread(results: Iterable[Any]) -> tuple[threading.Thread, list[Any], list[BaseException]]:
+    """Iterate ``results`` in a new thread (started): the thread, what it got so far, and
+    the exception that ended it, if one did (a test kills a worker meanwhile)."""
+    out: list[Any] = []
+    errors: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            out.extend(results)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=consume, name="test-consumer")
+    thread.start()
+    return thread, out, errors
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ engine is not installed (free-threaded builds).
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import cluster_workloads as cw
 import data_workloads as w
 import weft.data as wd
 from cluster_fixtures import process_gone
-from conftest import wait_until
+from conftest import consume_in_thread, wait_until
 from weft.data._stats import StageStatistics, verdict
 from weft.errors import ConfigError, WorkerDied
 
@@ -197,21 +196,6 @@ def test_statistics_of_a_cluster_map(on_ray: Any) -> None:
 
 
 # --------------------------------------------------------------------------- node failure
-def _consume(pipe: wd.Pipeline) -> tuple[threading.Thread, list[Any], list[BaseException]]:
-    out: list[Any] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            out.extend(pipe)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, name="test-consumer")
-    thread.start()
-    return thread, out, errors
-
-
 def _kill_a_busy_node(cluster: Any, directory: Path, node: Any) -> set[int]:
     """Wait until a call runs on ``node``, then remove it; the items it was running."""
     def on_node() -> dict[str, dict[str, Any]]:
@@ -231,7 +215,7 @@ def test_node_lost_mid_epoch_loses_and_repeats_nothing(on_ray: Any, tmp_path: Pa
     node = on_ray.add_node()  # three one-CPU nodes and three workers: a chunk runs on each
     pipe = wd.from_range(9).map(functools.partial(cw.wait_for_release, str(tmp_path)), workers=3,
                                 backend="ray", ordered=ordered, backend_options={"max_retries": 1})
-    thread, out, errors = _consume(pipe)
+    thread, out, errors = consume_in_thread(pipe)
     _kill_a_busy_node(on_ray, tmp_path, node)
     (tmp_path / "release").touch()
     thread.join(SETTLE_SECONDS)
@@ -245,7 +229,7 @@ def test_node_lost_after_max_retries_raises_worker_died_naming_the_items(on_ray:
     node = on_ray.add_node()
     pipe = wd.from_range(3).map(functools.partial(cw.wait_for_release, str(tmp_path)), workers=3,
                                 backend="ray", backend_options={"max_retries": 0})
-    thread, _out, errors = _consume(pipe)
+    thread, _out, errors = consume_in_thread(pipe)
     lost = _kill_a_busy_node(on_ray, tmp_path, node)
     (tmp_path / "release").touch()
     thread.join(SETTLE_SECONDS)

@@ -3,7 +3,6 @@ unreadable files and bounded memory."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -19,6 +18,7 @@ pc = pytest.importorskip("pyarrow.compute")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from format_files import ids, parquet_files, write_parquet  # noqa: E402
+from resume_runs import run_with_stops  # noqa: E402
 
 import weft.data as wd  # noqa: E402
 from weft.errors import ConfigError, DataError, ResumeError  # noqa: E402
@@ -124,27 +124,6 @@ def test_batches_are_columns_and_never_span_row_groups(table_dir: Path) -> None:
     assert sorted(int(r) for b in per_row for r in b) == list(range(N))
 
 
-def _stops(make, stops: list[int]) -> list[int]:  # type: ignore[no-untyped-def]
-    seen: list[int] = []
-    state = None
-    for stop in stops:
-        pipe = make()
-        if state is not None:
-            pipe.load_state_dict(state)
-        it = iter(pipe)
-        for _ in range(stop):
-            try:
-                seen.extend(ids([next(it)]))
-            except StopIteration:
-                break
-        state = json.loads(json.dumps(pipe.state_dict()))
-        pipe.close()
-    pipe = make()
-    pipe.load_state_dict(state)
-    seen.extend(ids(list(pipe)))
-    return seen
-
-
 @pytest.mark.parametrize("rows", ["dicts", "batches"])
 @pytest.mark.parametrize("shuffled", [False, True])
 def test_resume_at_random_points_is_exact(table_dir: Path, rows: str, shuffled: bool) -> None:
@@ -157,7 +136,7 @@ def test_resume_at_random_points_is_exact(table_dir: Path, rows: str, shuffled: 
     rng = np.random.default_rng(0)
     for _ in range(6):
         stops = [int(s) for s in rng.integers(0, 12, size=int(rng.integers(1, 4)))]
-        assert _stops(make, stops) == full, stops
+        assert ids(run_with_stops(make, stops, roundtrip="json")) == full, stops
 
 
 def test_resume_reads_only_the_row_group_it_stopped_in(tmp_path: Path) -> None:

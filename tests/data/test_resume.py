@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import pickle
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from resume_runs import run_with_stops
 
 import data_workloads as w
 import weft.data as wd
@@ -42,33 +42,6 @@ def flat(items: list[Any]) -> list[int]:
         else:
             out.append(int(x))
     return out
-
-
-def run_with_stops(make: Callable[[], wd.Pipeline], stops: list[int], *, roundtrip: str = "none") -> list[Any]:
-    """Iterate, snapshot after each stop, rebuild the pipeline from the snapshot, continue."""
-    seen: list[Any] = []
-    state: dict[str, Any] | None = None
-    for stop in stops:
-        pipe = make()
-        if state is not None:
-            pipe.load_state_dict(state)
-        it = iter(pipe)
-        for _ in range(stop):
-            try:
-                seen.append(next(it))
-            except StopIteration:
-                break
-        state = pipe.state_dict()
-        del it  # garbage collection stops the pass
-        if roundtrip == "json":
-            state = json.loads(json.dumps(state))
-        elif roundtrip == "pickle":
-            state = pickle.loads(pickle.dumps(state))
-    pipe = make()
-    if state is not None:
-        pipe.load_state_dict(state)
-    seen.extend(pipe)
-    return seen
 
 
 def _jsonl(tmp: Path) -> Path:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
 import tarfile
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from format_files import add_members, ids, sample_members, write_shards
+from resume_runs import run_with_stops
 
 import weft.data as wd
 from weft.errors import ConfigError, DataError, ResumeError
@@ -160,27 +160,6 @@ def test_a_truncated_shard_is_named_or_skipped(shard_dir: Path, cut: str, caplog
     assert bad.name in caplog.text
 
 
-def _run_with_stops(make, stops: list[int]) -> list[int]:  # type: ignore[no-untyped-def]
-    seen: list[int] = []
-    state = None
-    for stop in stops:
-        pipe = make()
-        if state is not None:
-            pipe.load_state_dict(state)
-        it = iter(pipe)
-        for _ in range(stop):
-            try:
-                seen.extend(ids([next(it)]))
-            except StopIteration:
-                break
-        state = json.loads(json.dumps(pipe.state_dict()))
-        pipe.close()
-    pipe = make()
-    pipe.load_state_dict(state)
-    seen.extend(ids(list(pipe)))
-    return seen
-
-
 @pytest.mark.parametrize("compress", [False, True])
 @pytest.mark.parametrize("shuffled", [False, True])
 def test_resume_at_random_points_is_exact(tmp_path: Path, compress: bool, shuffled: bool) -> None:
@@ -195,7 +174,7 @@ def test_resume_at_random_points_is_exact(tmp_path: Path, compress: bool, shuffl
     rng = np.random.default_rng(1)
     for _ in range(5):
         stops = [int(s) for s in rng.integers(0, 9, size=int(rng.integers(1, 4)))]
-        assert _run_with_stops(make, stops) == full, stops
+        assert ids(run_with_stops(make, stops, roundtrip="json")) == full, stops
 
 
 def test_resume_seeks_to_the_member(shard_dir: Path) -> None:

@@ -7,7 +7,6 @@ import functools
 import itertools
 import os
 import signal
-import threading
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ import dask
 import cluster_workloads as cw
 import weft.exec
 import workloads
-from conftest import child_pids, wait_until, weft_threads
+from conftest import child_pids, consume_in_thread, wait_until, weft_threads
 from weft.errors import ConfigError, WorkerDied
 from weft.exec._cluster import ClusterStatistics, ClusterTimeout
 from weft.exec._dask import SCATTER_MIN_BYTES
@@ -214,21 +213,6 @@ def test_scheduler_address_from_dask_configuration(dask_cluster: Any, nothing_le
 
 
 # --------------------------------------------------------------------------- a worker dies
-def _run_in_thread(results: Iterator[Any]) -> tuple[threading.Thread, list[Any], list[BaseException]]:
-    out: list[Any] = []
-    errors: list[BaseException] = []
-
-    def consume() -> None:
-        try:
-            out.extend(results)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=consume, name="test-consumer")
-    thread.start()
-    return thread, out, errors
-
-
 def _kill_one_busy_worker(directory: Path) -> tuple[int, set[int]]:
     """Once both workers run a call, SIGKILL one of them; its pid and the items it held."""
     assert wait_until(lambda: len({m["pid"] for m in cw.markers(str(directory), "started-").values()}) == 2,
@@ -246,7 +230,7 @@ def test_worker_killed_mid_map_loses_nothing(dask_cluster: Any, ordered: bool, n
                                              released: Path) -> None:
     fn = functools.partial(cw.wait_for_release, str(released))
     with create(dask_cluster, workers=2, max_retries=1) as ex:
-        thread, out, errors = _run_in_thread(ex.map_indexed(fn, range(8), ordered=ordered))
+        thread, out, errors = consume_in_thread(ex.map_indexed(fn, range(8), ordered=ordered))
         _kill_one_busy_worker(released)
         (released / "release").touch()
         thread.join(SETTLE_SECONDS)
@@ -263,7 +247,7 @@ def test_worker_killed_after_max_retries_raises_worker_died(dask_cluster: Any, n
                                                            released: Path) -> None:
     fn = functools.partial(cw.wait_for_release, str(released))
     with create(dask_cluster, workers=2, max_retries=0) as ex:
-        thread, _out, errors = _run_in_thread(ex.map(fn, range(2)))
+        thread, _out, errors = consume_in_thread(ex.map(fn, range(2)))
         _victim, doomed = _kill_one_busy_worker(released)
         (released / "release").touch()
         thread.join(SETTLE_SECONDS)

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +33,7 @@ ray = pytest.importorskip("ray", reason=RAY_SKIP)
 import cluster_workloads as cw  # noqa: E402
 import weft.exec  # noqa: E402
 import workloads  # noqa: E402
-from conftest import wait_until, weft_threads  # noqa: E402
+from conftest import consume_in_thread, wait_until, weft_threads  # noqa: E402
 from weft.errors import ConfigError, WorkerDied  # noqa: E402
 from weft.exec._cluster import ClusterStatistics, ClusterTimeout  # noqa: E402
 
@@ -236,21 +235,6 @@ def test_timeout_when_a_call_hangs(ray_cluster: RayTestCluster, tmp_path: Path, 
 
 
 # --------------------------------------------------------------------------- node failure
-def _run_in_thread(results: Iterator[Any]) -> tuple[threading.Thread, list[Any], list[BaseException]]:
-    out: list[Any] = []
-    errors: list[BaseException] = []
-
-    def consume() -> None:
-        try:
-            out.extend(results)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=consume, name="test-consumer")
-    thread.start()
-    return thread, out, errors
-
-
 def _block_until_doomed_node_runs(directory: Path, node: Any) -> list[int]:
     """Wait until a call runs on ``node``; return the pids of the calls running there."""
     def on_node() -> list[int]:
@@ -268,7 +252,7 @@ def test_node_lost_mid_map_loses_nothing(ray_cluster: RayTestCluster, tmp_path: 
     fn: Any = (functools.partial(cw.wait_for_release, str(tmp_path)) if kind == "task"
                else cw.BlockingModel(str(tmp_path)))
     with weft.exec.create("ray", workers=3, max_retries=1) as ex:
-        thread, out, errors = _run_in_thread(ex.map_indexed(fn, range(9), ordered=ordered))
+        thread, out, errors = consume_in_thread(ex.map_indexed(fn, range(9), ordered=ordered))
         pids = _block_until_doomed_node_runs(tmp_path, node)
         ray_cluster.kill_node(node, pids)
         assert wait_until(lambda: all(process_gone(p) for p in pids), SETTLE_SECONDS)
@@ -290,7 +274,7 @@ def test_node_lost_after_max_retries_raises_worker_died(ray_cluster: RayTestClus
     node = ray_cluster.add_node()
     fn = functools.partial(cw.wait_for_release, str(tmp_path))
     with weft.exec.create("ray", workers=3, max_retries=0) as ex:
-        thread, _out, errors = _run_in_thread(ex.map(fn, range(3)))
+        thread, _out, errors = consume_in_thread(ex.map(fn, range(3)))
         pids = _block_until_doomed_node_runs(tmp_path, node)
         doomed = {int(name.split("-")[1]) for name, m in cw.markers(str(tmp_path), "started-").items()
                   if m["node"] == node.node_id}

@@ -3,6 +3,7 @@ take, skip, prefetch."""
 
 from __future__ import annotations
 
+import threading
 import traceback
 from pathlib import Path
 
@@ -155,9 +156,9 @@ def test_batches_of_packed_rows_equal_stacked_items(size: int, drop_last: bool) 
 def test_ragged_rows_across_packed_chunks_get_the_pad_collate_advice() -> None:
     # rows change length at item 500: a batch spanning two packed chunks of different
     # row shapes must fail as a batch of ragged items does, naming the way out
-    # (one worker, 4 in flight: chunks of two items from item 4 on, so 498-499 and 500-501
-    # come packed in two chunks of different row shapes)
-    pipe = wd.from_range(700).map(w.ragged_at_500, workers=1, backend="process", max_in_flight=4).batch(64)
+    # (one worker, 4 in flight: a first chunk of one item, then chunks of two, so from
+    # source value 1 on, 498-499 and 500-501 come packed in two chunks of different row shapes)
+    pipe = wd.from_range(1, 700).map(w.ragged_at_500, workers=1, backend="process", max_in_flight=4).batch(64)
     with pytest.raises(ConfigError, match="pad_collate"):
         list(pipe)
 
@@ -292,3 +293,38 @@ def test_pipelines_are_immutable_and_reiterable() -> None:
     assert list(doubled) == [0, 2, 4, 6, 8]
     assert list(doubled) == [0, 2, 4, 6, 8]
     assert "map" in repr(doubled)
+
+
+def test_map_sends_one_chunk_per_worker_until_one_is_measured() -> None:
+    # Items 0 and 1 wait until the test has seen the stage pull what it pulls before any
+    # result is in: two one-item probes (one per worker), not the whole in-flight bound.
+    # (a thousand one-item messages before the first result is what a cluster engine paid)
+    finished = 0
+    pulled_before_any_result: list[int] = []
+    gate = threading.Event()
+    entered = threading.Barrier(3, timeout=120)  # a bound, never reached when it works
+
+    def source():  # type: ignore[no-untyped-def]
+        for i in range(200):
+            if finished == 0:
+                pulled_before_any_result.append(i)
+            yield i
+
+    def work(x: int) -> int:
+        nonlocal finished
+        if x < 2:
+            entered.wait()
+            gate.wait()
+        finished += 1
+        return x + 1
+
+    pipe = wd.from_iterable(source()).map(work, workers=2, backend="thread")
+    out: list[int] = []
+    consumer = threading.Thread(target=lambda: out.extend(pipe))
+    consumer.start()
+    entered.wait()  # both probes run: the stage waits for one of them
+    gate.set()
+    consumer.join()
+    assert out == list(range(1, 201))
+    assert pulled_before_any_result == [0, 1]
+

@@ -53,11 +53,21 @@ def default_max_in_flight(workers: int, backend: str) -> int:
 
 
 class ChunkSizer:
-    """Items per chunk, from the seconds per item the finished chunks took."""
+    """Items per chunk, from the seconds per item the finished chunks took.
+
+    Until a first chunk is measured the size is 1 and the stage sends only one chunk per
+    worker (:attr:`probing`): filling the in-flight bound with one-item chunks would cost
+    a message (on a cluster engine, a task of milliseconds) per item for hundreds of items.
+    """
 
     def __init__(self) -> None:
         self.size = 1
         self._per_item: float | None = None
+
+    @property
+    def probing(self) -> bool:
+        """No chunk measured yet: send one chunk per worker and wait for the first."""
+        return self._per_item is None
 
     def observe(self, seconds: float, items: int, *, kind: str, limit: int, workers: int,
                 target: float | None = None) -> int:

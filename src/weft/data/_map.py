@@ -117,6 +117,8 @@ class MapNode(Node):
         self._reason = _INLINE_REASON
         self._remote = False
         self._sizer = ChunkSizer()
+        #: (seconds, items) of the items backend="auto" timed before choosing, if it did
+        self._calibrated: tuple[float, int] | None = None
         self._options = dict(spec.options)  # for weft.exec.create (resources=, address=, ...)
         self._target: float | None = None  # work per chunk the executor asks for, if it does
         self.skipped = 0
@@ -164,6 +166,8 @@ class MapNode(Node):
             self._trials = self._plan_trials(backend)
         self._use(backend, reason)
         self._reason = self._executor.statistics().reason if self._executor is not None else reason
+        if self._calibrated is not None:  # the items auto timed one by one size the first chunks
+            self._observe(*self._calibrated, remote=self._remote)
 
     def _use(self, backend: str, reason: str) -> None:
         """Send new chunks to ``backend``'s executor (created and started if need be)."""
@@ -209,6 +213,7 @@ class MapNode(Node):
         from weft.exec import _policy, calibrate
 
         self._choice = None
+        self._calibrated = None
         ruled = _policy.interpreter_rule(self._workers)
         if ruled is not None:
             return ruled.backend, ruled.reason
@@ -245,6 +250,7 @@ class MapNode(Node):
                                           sum(c.retried for c in chunks), sum(c.seconds for c in chunks)))
             self._add_chunk(future, [p[0] for p in pulled], [p[1] for p in pulled], [p[2] for p in pulled],
                             "calibration", False)
+            self._calibrated = (sum(c.seconds for c in chunks), len(chunks))
         self._choice = decision
         return decision.backend, decision.reason
 
@@ -290,6 +296,8 @@ class MapNode(Node):
         while not self._exhausted and self._in_flight < limit:
             if ledger is not None and not ledger.may_pull(self._ordinal):
                 return
+            if self._sizer.probing and self._chunks_in_flight >= executor.workers:
+                return  # the first chunks size the rest (see ChunkSizer)
             size = self._sizer.size
             n = min(size, limit - self._in_flight)
             if n < size and self._in_flight:
@@ -399,15 +407,19 @@ class MapNode(Node):
         self._chunks_in_flight -= 1
         self._in_flight -= len(chunk.keys)
         self.retried += result.retried
-        kind = "process" if chunk.remote else ("thread" if runtime.gil_enabled() else "thread-nogil")
-        self._sizer.observe(result.seconds, len(chunk.keys), kind=kind, limit=self._limit, workers=self._workers,
-                            target=self._target)
+        if chunk.backend != "calibration":  # (sized the first chunks already)
+            self._observe(result.seconds, len(chunk.keys), remote=chunk.remote)
         self._ready, self._results, self._errors, self._pos = chunk, result.results, result.errors, 0
         if chunk.backend in self._chunks_on:
             self._chunks_on[chunk.backend] -= 1
         if self._trials is not None:
             self._follow_trials(chunk, result)
         self._fill()
+
+    def _observe(self, seconds: float, items: int, *, remote: bool) -> None:
+        """Size the next chunks from ``items`` that took ``seconds`` on a worker."""
+        kind = "process" if remote else ("thread" if runtime.gil_enabled() else "thread-nogil")
+        self._sizer.observe(seconds, items, kind=kind, limit=self._limit, workers=self._workers, target=self._target)
 
     def _follow_trials(self, chunk: _Chunk, result: ChunkResult) -> None:
         """Switch backend when the throughput trials say so; close replaced executors

@@ -19,7 +19,7 @@ import pytest
 
 import weft.data as wd
 import weft.exec
-from conftest import weft_segments
+from conftest import wait_until, weft_segments
 from weft.exec import _pool, _shm, _wire
 
 SHM = _shm.SHM_DIR
@@ -185,7 +185,7 @@ def test_many_results_kept_alive_are_never_overwritten(one_process_pool) -> None
         assert (np.asarray(values) == i).all(), f"result {i} was overwritten"
     for i, c in concatenated:
         assert (c == i).all()
-    del kept, concatenated, derived
+    del kept, concatenated, derived, values, c
     gc.collect()
     worker.release(owner.take_released())
     assert worker.free_bytes == worker.nbytes, "every allocation came back"
@@ -225,6 +225,8 @@ def test_an_answer_nobody_reads_gives_its_space_back(one_process_pool) -> None: 
 # -- through worker processes ------------------------------------------------------------------
 def test_results_come_through_the_pool_and_outlive_the_executor(no_leaks: None) -> None:
     with weft.exec.create("process", workers=2) as ex:
+        ex.start()
+        assert wait_until(lambda: ex.ready_workers == 2, timeout=60), "both workers announce their pools"
         results = list(ex.map(row, range(40)))
         assert all(in_pool(r) for r in results), "a worker gets work once it is ready, its pool mapped"
         assert not [n for n in os.listdir(SHM) if n.endswith("-pool") and n.startswith(f"weft-{os.getpid()}-")]

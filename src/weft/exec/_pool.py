@@ -71,6 +71,12 @@ def pool_bytes(workers: int, requested: int | None, shm_dir: str) -> int:
     return size if size >= MIN_POOL_BYTES or (requested is not None and size > 0) else 0
 
 
+def _address(array: Any) -> int:
+    """Where the data of ``array`` starts in this process's memory."""
+    address: int = array.__array_interface__["data"][0]
+    return address
+
+
 def _aligned(nbytes: int) -> int:
     return -(-nbytes // ALIGNMENT) * ALIGNMENT
 
@@ -92,7 +98,7 @@ class WorkerPool:
         import numpy
 
         self._np = numpy
-        self._address = numpy.frombuffer(mapping, dtype=numpy.uint8, count=1).ctypes.data
+        self._address = _address(numpy.frombuffer(mapping, dtype=numpy.uint8, count=1))
 
     @classmethod
     def create(cls, owner: int, shm_dir: str, nbytes: int) -> WorkerPool | None:
@@ -187,7 +193,7 @@ class WorkerPool:
         """The offset of ``array`` if it is a whole :meth:`result_buffer` not sent yet."""
         if not self._staged:
             return None
-        offset = self._staged.get(array.ctypes.data)
+        offset = self._staged.get(_address(array))
         if offset is None or not array.flags.c_contiguous or _aligned(max(1, array.nbytes)) != self._live.get(offset):
             return None
         del self._staged[self._address + offset]

@@ -10,6 +10,7 @@ the pool is used, the fallback when it is full or too small, and no leaks (under
 from __future__ import annotations
 
 import gc
+import multiprocessing.resource_tracker
 import os
 import signal
 from pathlib import Path
@@ -26,6 +27,13 @@ SHM = _shm.SHM_DIR
 pytestmark = pytest.mark.skipif(not _shm.supported(), reason="needs POSIX shared memory under /dev/shm")
 
 ROW = (100, 200)  # float32: 80 KB, above the shared-memory threshold
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _resource_tracker_running() -> None:
+    """multiprocessing starts one resource-tracker process on the first spawn and keeps it
+    for the life of the interpreter; start it up front so no_leaks does not count it."""
+    multiprocessing.resource_tracker.ensure_running()
 
 
 # -- functions the workers run (module level: workers import them by name) -----------------

@@ -33,7 +33,7 @@ PAGE = 4096
 
 
 def make(nbytes: int) -> np.ndarray:
-    return np.ones(nbytes // 4, dtype=np.float32)
+    return np.ones(nbytes, dtype=np.uint8)
 
 
 def one_pass(ex: Any, nbytes: int, per_chunk: int, total: int) -> float:

@@ -3,7 +3,8 @@
 Module-level functions only: process workers import them by name.
 
 A process worker packs a chunk whose results are NumPy arrays of one shape and dtype into
-one stacked array: one pickle (or one shared-memory segment) instead of one per item. The
+one stacked array: one pickle (or one shared-memory segment) instead of one per item,
+stacked straight into the worker's result pool when it has room (one copy, not two). The
 owner hands on its rows, or slices of it to a following batch stage (``MapNode.next_run``).
 """
 
@@ -15,6 +16,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from weft.exec._pool import result_buffer
 from weft.exec._portable import portable_exception
 
 __all__ = ["ChunkResult", "ItemError", "run_chunk"]
@@ -45,9 +47,11 @@ class ChunkResult(NamedTuple):
     cpu_seconds: float = 0.0
 
 
-def _packed(out: list[Any]) -> Any:
+def _packed(out: list[Any], allocate: Callable[[tuple[int, ...], Any], Any] | None = None) -> Any:
     """``out`` stacked into one array if every result is an array of the same shape and
-    dtype (object arrays excluded: they pickle per element anyway), else ``out``."""
+    dtype (object arrays excluded: they pickle per element anyway), else ``out``.
+
+    ``allocate(shape, dtype)`` may give the array to stack into (None: a new one)."""
     np = sys.modules.get("numpy")
     if np is None or len(out) < 2:
         return out
@@ -58,7 +62,10 @@ def _packed(out: list[Any]) -> Any:
     for a in out:
         if type(a) is not np.ndarray or a.shape != shape or a.dtype != dtype:
             return out
-    return np.stack(out)
+    target = allocate((len(out), *shape), dtype) if allocate is not None else None
+    if target is None:
+        return np.stack(out)
+    return np.stack(out, out=target)
 
 
 def run_chunk(fn: Callable[[Any], Any], values: Sequence[Any], retries: int, remote: bool) -> ChunkResult:
@@ -74,7 +81,7 @@ def run_chunk(fn: Callable[[Any], Any], values: Sequence[Any], retries: int, rem
     try:
         for v in values:
             append(fn(v))
-        return ChunkResult(_packed(out) if remote else out, None, 0, time.perf_counter() - start,
+        return ChunkResult(_packed(out, result_buffer) if remote else out, None, 0, time.perf_counter() - start,
                            time.thread_time() - cpu_start)
     except Exception as exc:
         first = exc  # the call on values[len(out)] failed once already

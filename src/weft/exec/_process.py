@@ -9,6 +9,10 @@ timeout). Work held by a dead worker is re-run on a fresh worker up to
 A worker takes one task at a time: a task is only sent to a worker that waits in
 ``recv``, so neither side ever blocks writing a large message to the other. The
 messages are in :mod:`weft.exec._wire`, the worker's loop in :mod:`weft.exec._worker`.
+
+Each worker's large result arrays come back through its own reused shared-memory pool
+(:mod:`weft.exec._pool`), which the dispatcher maps when the worker is ready; the pool
+space the owner's arrays no longer view travels back with the worker's next task.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any, TypeVar
 
 from weft._checks import check_int, check_one_of
 from weft.errors import BackendUnavailable, ConfigError, ExecutorClosed, RemoteError, WorkerDied
-from weft.exec import _shm, _wire
+from weft.exec import _pool, _shm, _wire
 from weft.exec._base import Executor
 from weft.exec._worker import worker_main
 
@@ -99,19 +103,23 @@ class _Worker:
     conn: multiprocessing.connection.Connection
     tasks: collections.deque[_Task] = field(default_factory=collections.deque)
     ready: bool = False
+    pool: _pool.OwnerPool | None = None
 
 
 class ProcessExecutor(Executor):
     """``workers`` processes fed by one dispatcher thread.
 
     Functions and arguments must be picklable (functions defined at module level).
-    Large NumPy arrays anywhere in arguments or results travel through shared memory.
+    Large NumPy arrays anywhere in arguments or results travel through shared memory:
+    results through a pool of ``result_pool_bytes`` per worker, reused (None: a default
+    bounded by the free space of /dev/shm; 0: a fresh segment per array).
     """
 
     backend = "process"
 
     def __init__(self, *, workers: int, reason: str = "", max_retries: int = 1,
-                 start_method: str = "spawn", shared_memory: bool = True) -> None:
+                 start_method: str = "spawn", shared_memory: bool = True,
+                 result_pool_bytes: int | None = None) -> None:
         exit_if_unguarded_worker()
         super().__init__(workers=workers, reason=reason)
         check_int("max_retries", max_retries, minimum=0)
@@ -119,6 +127,9 @@ class ProcessExecutor(Executor):
         self.max_retries = max_retries
         self._ctx: Any = multiprocessing.get_context(start_method)
         self._use_shm = shared_memory and _shm.supported()
+        if result_pool_bytes is not None:
+            check_int("result_pool_bytes", result_pool_bytes, minimum=0)
+        self._pool_bytes = _pool.pool_bytes(workers, result_pool_bytes, _shm.SHM_DIR) if self._use_shm else 0
         self._owner = os.getpid()
         self._ids = itertools.count()
         self._lock = threading.Lock()
@@ -201,7 +212,7 @@ class ProcessExecutor(Executor):
                          *(w.conn.fileno() for w in self._workers))
         process = self._ctx.Process(target=worker_main,
                                     args=(child_conn, self._owner, self._use_shm, method != "forkserver",
-                                          inherited),
+                                          inherited, self._pool_bytes),
                                     name=_WORKER_NAME, daemon=True)
         process.start()
         child_conn.close()
@@ -275,8 +286,9 @@ class ProcessExecutor(Executor):
                         task.running = True
                 task.attempts += 1
                 w.tasks.append(task)
+                releases = w.pool.take_released() if w.pool is not None else ()
                 try:
-                    w.conn.send_bytes(_wire.encode_task(_wire.Task(task.id, task.payload)))
+                    w.conn.send_bytes(_wire.encode_task(_wire.Task(task.id, task.payload, releases)))
                 except OSError:
                     break  # the worker is dead; its sentinel reports it and the task is retried
 
@@ -298,21 +310,24 @@ class ProcessExecutor(Executor):
 
     def _handle_answer(self, w: _Worker, message: bytes) -> None:
         if not w.ready:
-            w.ready = message == _wire.READY
+            ready = _wire.decode_ready(message)
+            w.ready = ready is not None
+            if ready is not None and ready.pool:
+                w.pool = _pool.OwnerPool.attach(os.path.join(_shm.SHM_DIR, ready.pool), ready.pool_bytes)
             return
         answer = _wire.decode_answer(message)
         del message
         task = w.tasks.popleft() if w.tasks else None
         if task is None or answer.task_id != task.id:
-            _wire.discard(answer.payload)
+            _wire.discard(answer.payload, w.pool)
             return
         self._counters.add_busy(answer.busy_seconds, answer.cpu_seconds)
         _shm.unlink_all(task.segments)  # the worker mapped and unlinked them; make sure
         if task.future.cancelled():
-            _wire.discard(answer.payload)
+            _wire.discard(answer.payload, w.pool)
             return
         try:
-            outcome = _wire.decode_outcome(answer.payload)
+            outcome = _wire.decode_outcome(answer.payload, w.pool)
         except RemoteError as exc:
             task.future.set_exception(exc)
             return
@@ -333,6 +348,8 @@ class ProcessExecutor(Executor):
         w.process.join(_REAP_SECONDS)
         exitcode = w.process.exitcode
         w.conn.close()
+        if w.pool is not None:
+            w.pool.close()  # unmapped once no array views it
         if self._use_shm:
             _shm.remove_segments(self._owner, w.process.pid)
         self._workers.remove(w)
@@ -402,6 +419,8 @@ class ProcessExecutor(Executor):
                 w.process.kill()
                 w.process.join()
         for w in self._workers:
+            if w.pool is not None:
+                w.pool.close()  # unmapped once no array views it
             if self._use_shm:
                 # Only this executor's workers: other executors of this process keep theirs.
                 _shm.remove_segments(self._owner, w.process.pid)

@@ -3,14 +3,18 @@
 Each message is one ``send_bytes`` on a worker's pipe, typed here, with one encode and
 one decode function per type:
 
-- worker -> owner, once, first: :data:`READY` (the worker started and imported weft);
-- owner -> worker: a :class:`Task`, ``<task id: u64>`` then the encoded :class:`Call`;
+- worker -> owner, once, first: :class:`Ready` (the worker started and imported weft),
+  :data:`READY` then ``<pool bytes: u64>`` and the name of its result pool ("" if none);
+- owner -> worker: a :class:`Task`, ``<task id: u64><n: u32>`` then ``n`` pool offsets
+  the owner no longer views (``<u64>`` each) and the encoded :class:`Call`;
 - worker -> owner: an :class:`Answer`, ``<task id: u64><busy: f64><cpu: f64>`` then the
   encoded :class:`Outcome` (:class:`Ok` or :class:`Err`).
 
 Calls and outcomes are pickled through :mod:`weft.exec._shm`, so large NumPy arrays
-anywhere in them travel through shared memory. Decoding a payload maps (and unlinks)
-its segments; :func:`discard` unlinks those of a payload nobody will read.
+anywhere in them travel through shared memory: an outcome's through the worker's pool
+(:mod:`weft.exec._pool`) while it has room. Decoding a payload maps (and unlinks) its
+segments and views the pool; :func:`discard` unlinks those of a payload nobody will
+read and releases its pool space.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, NamedTuple
 
 from weft.errors import RemoteError
 from weft.exec import _shm
+from weft.exec._pool import OwnerPool, WorkerPool
 
 __all__ = [
     "READY",
@@ -29,24 +34,29 @@ __all__ = [
     "Err",
     "Ok",
     "Outcome",
+    "Ready",
     "RemoteTraceback",
     "Task",
     "decode_answer",
     "decode_call",
     "decode_outcome",
+    "decode_ready",
     "decode_task",
     "discard",
     "encode_answer",
     "encode_call",
     "encode_outcome",
+    "encode_ready",
     "encode_task",
 ]
 
-#: The first message of every worker: it started and imported what it needs. Shorter
-#: than any answer's header, so it cannot be mistaken for one.
+#: How the first message of every worker begins: it started and imported what it
+#: needs. Shorter than any answer's header, so it cannot be mistaken for one.
 READY = b"ready"
 
-_TASK_HEADER = struct.Struct("<Q")  # task id
+_READY_POOL = struct.Struct("<Q")  # pool bytes
+_TASK_HEADER = struct.Struct("<QI")  # task id, released pool offsets
+_OFFSET = struct.Struct("<Q")
 _ANSWER_HEADER = struct.Struct("<Qdd")  # task id, busy seconds, CPU seconds
 
 
@@ -73,11 +83,21 @@ class Call(NamedTuple):
     kwargs: dict[str, Any]
 
 
+class Ready(NamedTuple):
+    """Worker -> owner, first: the worker is ready; its result pool is ``pool`` (a name
+    under /dev/shm, which the owner maps and unlinks) of ``pool_bytes``, or "" if none."""
+
+    pool: str = ""
+    pool_bytes: int = 0
+
+
 class Task(NamedTuple):
-    """Owner -> worker: run the :class:`Call` encoded in ``payload``."""
+    """Owner -> worker: run the :class:`Call` encoded in ``payload``; first give back the
+    pool space at ``releases``, which the owner's arrays no longer view."""
 
     task_id: int
     payload: bytes
+    releases: tuple[int, ...] = ()
 
 
 class Ok(NamedTuple):
@@ -127,20 +147,37 @@ def decode_call(payload: bytes) -> Call:
     return Call(*_shm.loads(payload))
 
 
+def encode_ready(ready: Ready) -> bytes:
+    return READY + _READY_POOL.pack(ready.pool_bytes) + ready.pool.encode()
+
+
+def decode_ready(message: bytes) -> Ready | None:
+    """The :class:`Ready` in ``message``, or None if it is not one."""
+    if not message.startswith(READY) or len(message) < len(READY) + _READY_POOL.size:
+        return None
+    (pool_bytes,) = _READY_POOL.unpack_from(message, len(READY))
+    return Ready(message[len(READY) + _READY_POOL.size:].decode(), pool_bytes)
+
+
 def encode_task(task: Task) -> bytes:
-    return _TASK_HEADER.pack(task.task_id) + task.payload
+    releases = task.releases
+    return b"".join((_TASK_HEADER.pack(task.task_id, len(releases)),
+                     struct.pack(f"<{len(releases)}Q", *releases), task.payload))
 
 
 def decode_task(message: bytes) -> Task:
-    (task_id,) = _TASK_HEADER.unpack_from(message)
-    return Task(task_id, message[_TASK_HEADER.size:])
+    task_id, n = _TASK_HEADER.unpack_from(message)
+    start = _TASK_HEADER.size + n * _OFFSET.size
+    releases = struct.unpack_from(f"<{n}Q", message, _TASK_HEADER.size)
+    return Task(task_id, message[start:], releases)
 
 
-def encode_outcome(outcome: Outcome, *, owner: int, use_shm: bool) -> bytes:
-    """The pickled outcome; one that cannot be pickled becomes an :class:`Err` holding a
+def encode_outcome(outcome: Outcome, *, owner: int, use_shm: bool, pool: WorkerPool | None = None) -> bytes:
+    """The pickled outcome, its large arrays in ``pool`` while it has room; one that
+    cannot be pickled becomes an :class:`Err` holding a
     :class:`~weft.errors.RemoteError` that says what could not be sent back."""
     try:
-        payload, _ = _shm.dumps(outcome, owner=owner, use_shm=use_shm)
+        payload, _ = _shm.dumps(outcome, owner=owner, use_shm=use_shm, pool=pool)
         return payload
     except BaseException as exc:
         if isinstance(outcome, Ok):
@@ -156,12 +193,12 @@ def encode_outcome(outcome: Outcome, *, owner: int, use_shm: bool) -> bytes:
         return payload
 
 
-def decode_outcome(payload: bytes) -> Outcome:
-    """The outcome in ``payload``; RemoteError when it cannot be read."""
+def decode_outcome(payload: bytes, pool: OwnerPool | None = None) -> Outcome:
+    """The outcome in ``payload`` (from the worker whose pool is ``pool``); RemoteError
+    when it cannot be read (its segments and pool space are then given back)."""
     try:
-        outcome = _shm.loads(payload)
+        outcome = _shm.loads(payload, pool)
     except BaseException as exc:
-        discard(payload)
         raise RemoteError(f"the worker's answer could not be read ({type(exc).__name__}: {exc}); "
                           "return plain data or NumPy arrays, or use backend='thread'") from exc
     if isinstance(outcome, Ok | Err):
@@ -178,6 +215,7 @@ def decode_answer(message: bytes) -> Answer:
     return Answer(task_id, busy, cpu, message[_ANSWER_HEADER.size:])
 
 
-def discard(payload: bytes) -> None:
-    """Unlink the shared-memory segments of a payload nobody will read."""
-    _shm.discard(payload)
+def discard(payload: bytes, pool: OwnerPool | None = None) -> None:
+    """Unlink the shared-memory segments of a payload nobody will read, and release its
+    space in ``pool`` (the sending worker's)."""
+    _shm.discard(payload, pool)

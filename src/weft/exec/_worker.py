@@ -1,7 +1,8 @@
 """The process backend's worker side: the loop each worker process runs.
 
-A worker announces itself with :data:`~weft.exec._wire.READY`, then answers one task
-at a time until its pipe closes. What it times is the user function's call alone (see
+A worker creates its result pool (:mod:`weft.exec._pool`), announces itself and the
+pool with :class:`~weft.exec._wire.Ready`, then answers one task at a time until its
+pipe closes, first giving back the pool space each task's message releases. What it times is the user function's call alone (see
 :class:`~weft.exec._wire.Answer`): decoding the call may import the function's module,
 and that belongs to neither ``busy_seconds`` nor ``cpu_seconds``.
 """
@@ -14,19 +15,20 @@ import signal
 import time
 import traceback
 
-from weft.exec import _shm
+from weft.exec import _pool, _shm
 from weft.exec._portable import portable_exception
 from weft.exec._wire import (
-    READY,
     Answer,
     Err,
     Ok,
     Outcome,
+    Ready,
     Task,
     decode_call,
     decode_task,
     encode_answer,
     encode_outcome,
+    encode_ready,
 )
 from weft.runtime import pid_alive
 
@@ -34,11 +36,12 @@ __all__ = ["run_task", "worker_main"]
 
 
 def worker_main(conn: multiprocessing.connection.Connection, owner: int, use_shm: bool,
-                owner_is_parent: bool = True, inherited_fds: tuple[int, ...] = ()) -> None:
+                owner_is_parent: bool = True, inherited_fds: tuple[int, ...] = (), pool_bytes: int = 0) -> None:
     """Loop: receive a task, run it, send the answer. Returns when the pipe closes.
 
     ``owner`` is the process that created the executor; ``owner_is_parent`` is False when
-    a server process (forkserver) started this worker instead of the owner itself.
+    a server process (forkserver) started this worker instead of the owner itself;
+    ``pool_bytes`` the size of the result pool to create (0: none).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the owner's to handle
     for fd in inherited_fds:  # a forked worker must not hold the owner's pipe ends, or EOF never comes
@@ -46,9 +49,11 @@ def worker_main(conn: multiprocessing.connection.Connection, owner: int, use_shm
             os.close(fd)
         except OSError:
             pass
+    pool = _pool.WorkerPool.create(owner, _shm.SHM_DIR, pool_bytes) if use_shm and pool_bytes else None
+    _pool._current = pool
     try:
         try:
-            conn.send_bytes(READY)
+            conn.send_bytes(encode_ready(Ready(pool.name, pool.nbytes) if pool is not None else Ready()))
         except OSError:
             return  # the owner closed before this worker started
         while True:
@@ -58,7 +63,9 @@ def worker_main(conn: multiprocessing.connection.Connection, owner: int, use_shm
                 return
             task = decode_task(message)
             del message
-            answer = run_task(task, owner=owner, use_shm=use_shm)
+            if pool is not None and task.releases:
+                pool.release(task.releases)
+            answer = run_task(task, owner=owner, use_shm=use_shm, pool=pool)
             del task
             try:
                 conn.send_bytes(encode_answer(answer))
@@ -69,8 +76,9 @@ def worker_main(conn: multiprocessing.connection.Connection, owner: int, use_shm
             _shm.remove_segments(owner)  # nobody else will: the owner's exit handler did not run
 
 
-def run_task(task: Task, *, owner: int, use_shm: bool) -> Answer:
-    """Decode the call, run it (timed), encode its outcome."""
+def run_task(task: Task, *, owner: int, use_shm: bool, pool: _pool.WorkerPool | None = None) -> Answer:
+    """Decode the call, run it (timed), encode its outcome (large arrays into ``pool``
+    while it has room)."""
     busy = cpu = 0.0
     outcome: Outcome
     try:
@@ -89,7 +97,11 @@ def run_task(task: Task, *, owner: int, use_shm: bool) -> Answer:
             outcome = Ok(value)
             del value
         del call
-    payload = encode_outcome(outcome, owner=owner, use_shm=use_shm)
+    try:
+        payload = encode_outcome(outcome, owner=owner, use_shm=use_shm, pool=pool)
+    finally:
+        if pool is not None:
+            pool.release_unsent()  # result buffers the outcome did not carry
     return Answer(task.task_id, busy, cpu, payload)
 
 

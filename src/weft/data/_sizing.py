@@ -41,9 +41,10 @@ __all__ = [
 #: about what one Python thread can hand on for light items; each thread costs a stack
 #: (mostly untouched virtual memory) and a turn in the GIL's switching.
 DEFAULT_MAX_THREADS = 256
-#: A doubling must raise items/s by this share to keep climbing. Doubling the threads of
-#: work that still waits doubles its throughput (+100 %); +25 % is far below that, and far
-#: above the error of one measurement window (see WINDOW_CALLS).
+#: A doubling must raise items/s by this share to keep climbing (a smaller step, capped by
+#: a ceiling, by this share of its own proportional gain). Doubling the threads of work that
+#: still waits doubles its throughput (+100 %); +25 % is far below that, and far above the
+#: error of one measurement window (see WINDOW_CALLS).
 CLIMB_GAIN = 0.25
 #: When a doubling gains less than CLIMB_GAIN, the larger count is kept only if it was at
 #: least this much faster (else the smaller count: the same items/s on fewer threads).
@@ -147,13 +148,14 @@ class ThreadSizing:
         self.history.append((n, rate))
         if len(self.history) >= 2:
             prev_n, prev_rate = self.history[-2]
-            if rate < prev_rate * (1 + CLIMB_GAIN):
+            gain = CLIMB_GAIN * (n / prev_n - 1)
+            if rate < prev_rate * (1 + gain):
                 keep = n if rate >= prev_rate * (1 + KEEP_MARGIN) else prev_n
                 self.phase, self.workers = "settled", keep
                 change = "rose only" if rate >= prev_rate else "fell"
                 self.reason = (f"workers='auto' settled on {keep} threads: throughput levelled off "
                                f"({self._figures()}; doubling to {n} {change} "
-                               f"{abs(rate / prev_rate - 1):.0%}, under the {CLIMB_GAIN:.0%} a step must gain)")
+                               f"{abs(rate / prev_rate - 1):.0%}, under the {gain:.0%} that step had to gain)")
                 return
         if n >= self.cap:
             self.phase = "settled"

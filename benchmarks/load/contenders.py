@@ -126,9 +126,9 @@ def build_threads(w: Workload, items: list[Any], epochs: int, opts: dict[str, An
 def build_weft(w: Workload, items: list[Any], epochs: int, opts: dict[str, Any]):  # type: ignore[no-untyped-def]
     import weft.data as wd
 
-    workers = int(opts.get("workers", usable_cores()))
+    workers = opts.get("workers", usable_cores())
     backend = str(opts.get("backend", "auto"))
-    map_kwargs: dict[str, Any] = {"workers": workers, "backend": backend}
+    map_kwargs: dict[str, Any] = {"workers": workers if workers == "auto" else int(workers), "backend": backend}
     if "ordered" in opts:
         map_kwargs["ordered"] = bool(opts["ordered"])
     pipe = wd.from_iterable(items).map(w.fn, **map_kwargs).batch(w.batch_size)
@@ -143,7 +143,8 @@ def build_weft(w: Workload, items: list[Any], epochs: int, opts: dict[str, Any])
         try:
             stats = stream.statistics()
             out["verdict"] = str(stats.verdict)
-            out["backends"] = [{"stage": s.name, "backend": s.backend, "workers": s.workers, "reason": s.reason}
+            out["backends"] = [{"stage": s.name, "backend": s.backend, "workers": s.workers, "reason": s.reason,
+                                "workers_reason": getattr(s, "workers_reason", "")}
                                for s in stats.stages if s.kind == "map"]
             out["stats"] = str(stats)
         except Exception as exc:  # the benchmark must still report throughput

@@ -80,7 +80,11 @@ def configurations(workload: str, tag: str, cores: int, quick: bool) -> list[tup
     io = workloads.WORKLOADS[workload].kind == "io"
     out: list[tuple[str, str, dict[str, Any]]] = [("serial", "serial loop", {})]
     weft_workers = IO_THREADS if io else cores
-    out.append(("weft", "weft", {"workers": weft_workers, "backend": "auto", "prefetch": 2}))
+    # waiting work: weft sizes its threads to the waits (workers="auto"); the fixed 32
+    # threads every peer runs are shown too
+    out.append(("weft", "weft", {"workers": "auto" if io else weft_workers, "backend": "auto", "prefetch": 2}))
+    if io:
+        out.append(("weft", f"weft x{IO_THREADS}", {"workers": IO_THREADS, "backend": "auto", "prefetch": 2}))
     # weft's own backends, so that auto can be held to the best of them
     if not io and tag == "gil":
         out.append(("weft", "weft thread", {"workers": weft_workers, "backend": "thread", "prefetch": 2}))
@@ -191,7 +195,9 @@ def run_workload(name: str, length: str, interps: list[envs.Interpreter], args: 
             for i, (interp, contender, label, options, python) in enumerate(plan):
                 if attempts[i] and not attempts[i][-1]["ok"]:
                     continue  # a failed configuration is not retried
-                spec = {"workload": name, "contender": contender, "options": options, "items": n, **COLD_EPOCH}
+                cap = (w.serial_quick_items if length == "short" else w.serial_items) if contender == "serial" else None
+                items = min(n, cap) if cap and not args.items else n
+                spec = {"workload": name, "contender": contender, "options": options, "items": items, **COLD_EPOCH}
                 # weft's own contenders import this checkout's weft, whichever venv runs them
                 extra = {"PYTHONPATH": str(REPO / "src")} if contender in ("serial", "weft", "threads") else None
                 result = run_config(str(python), spec, timeout=args.timeout, env_extra=extra)

@@ -14,6 +14,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from weft._checks import check_int
+from weft.errors import ConfigError
+
 if TYPE_CHECKING:
     from weft.data._node import Node
     from weft.data._parquet import ParquetCatalog
@@ -39,6 +42,7 @@ __all__ = [
     "WebDatasetSourceSpec",
     "build_chain",
     "chain_length",
+    "check_workers",
 ]
 
 
@@ -198,7 +202,11 @@ FOLDABLE_SOURCES = (RandomSourceSpec, ParquetSourceSpec, WebDatasetSourceSpec)
 
 @dataclass(frozen=True, kw_only=True)
 class MapSpec:
-    """``fn`` on every item; ``backend`` is a registered weft.exec backend name."""
+    """``fn`` on every item; ``backend`` is a registered weft.exec backend name.
+
+    With ``auto_workers`` (``workers="auto"``), ``workers`` is the count a thread stage
+    starts from (and the count on other backends) and ``max_workers`` its ceiling.
+    """
 
     kind: ClassVar[str] = "map"
     fn: Callable[[Any], Any]
@@ -212,6 +220,8 @@ class MapSpec:
     #: keyword arguments of weft.exec.create beyond ``workers`` (a cluster's ``resources=``,
     #: ``address=``, ``max_retries=``, ``timeout=``), as sorted pairs
     options: tuple[tuple[str, Any], ...] = ()
+    auto_workers: bool = False
+    max_workers: int | None = None
 
     @property
     def unordered(self) -> bool:
@@ -225,7 +235,8 @@ class MapSpec:
         return MapNode(up, self)
 
     def describe(self) -> str:
-        text = f"map({self.name}, workers={self.workers}, backend={self.backend!r}"
+        workers = "'auto'" if self.auto_workers else str(self.workers)
+        text = f"map({self.name}, workers={workers}, backend={self.backend!r}"
         if not self.ordered:
             text += ", ordered=False"
         if self.on_error != "raise":
@@ -360,6 +371,31 @@ class SkipSpec:
 
     def describe(self) -> str:
         return f"skip({self.n})"
+
+
+def check_workers(workers: Any, max_workers: Any) -> tuple[int | None, int | None]:
+    """A map's ``workers`` and ``max_workers`` checked: (a count or None for "auto", the
+    ceiling of "auto" or None). ``workers=None`` is the usable cores."""
+    if isinstance(workers, str) and workers == "auto":
+        from weft.data._sizing import DEFAULT_MAX_THREADS
+
+        return None, check_int("max_workers", DEFAULT_MAX_THREADS if max_workers is None else max_workers)
+    if max_workers is not None:
+        raise ConfigError(f"max_workers={max_workers!r} caps workers='auto'; with workers={workers!r} it has no "
+                          "effect: drop it, or pass workers='auto'")
+    if workers is None:
+        return _usable_cores(), None
+    try:
+        return check_int("workers", workers, minimum=0), None
+    except ConfigError:
+        raise ConfigError(f"workers must be an integer >= 0 (0 runs the map inline) or 'auto' (threads that "
+                          f"grow while throughput rises, for work that waits), got {workers!r}") from None
+
+
+def _usable_cores() -> int:
+    from weft import runtime
+
+    return runtime.usable_cores()
 
 
 def build_chain(specs: tuple[Spec, ...]) -> Node:

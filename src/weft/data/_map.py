@@ -32,6 +32,7 @@ from weft.errors import WeftError, WorkerDied
 
 if TYPE_CHECKING:
     from weft.data._build import MapSpec
+    from weft.data._sizing import ThreadSizing
     from weft.exec import Executor
     from weft.exec._auto import BackendTrials
     from weft.exec._policy import BackendChoice
@@ -76,6 +77,8 @@ class ParkedWorkers:
     reason: str
     remote: bool
     limit: int
+    #: the thread count a ``workers="auto"`` stage measured (sizing goes on from there)
+    sizing: ThreadSizing | None = None
 
 
 class _Chunk:
@@ -99,6 +102,9 @@ class MapNode(Node):
         super().__init__(up, name=spec.name)
         self._fn = spec.fn
         self._workers = spec.workers
+        #: workers="auto": the ceiling, and (on threads) what sizes them
+        self._max_workers = spec.max_workers if spec.auto_workers else None
+        self._sizing: ThreadSizing | None = None
         self._backend = spec.backend
         self._ordered = not spec.unordered
         self._user_limit = spec.max_in_flight
@@ -158,6 +164,9 @@ class MapNode(Node):
         self._trials = None  # kept workers: the backend decided in an earlier pass stays
         self._remote = parked.remote
         self._set_limit(parked.limit)
+        if parked.sizing is not None:  # workers="auto": go on from the count measured, on new windows
+            self._sizing, self._workers = parked.sizing, parked.executor.workers
+            parked.sizing.resume()
 
     def _start_executor(self) -> None:
         backend, reason = self._backend, ""
@@ -175,6 +184,8 @@ class MapNode(Node):
 
         executor = self._executors.get(backend)
         if executor is None:
+            if self._max_workers is not None and backend != "thread":
+                self._workers = runtime.usable_cores()  # workers="auto" sizes threads only
             executor = weft.exec.create(backend, workers=self._workers, **self._options,
                                          **({"reason": reason} if reason else {}))
             self._executors[backend] = executor
@@ -190,6 +201,10 @@ class MapNode(Node):
         if self._user_limit is None:
             self._set_limit(default_max_in_flight(self._workers, kind))
         self._label = backend if self._backend != "auto" else f"auto:{backend}"
+        if self._max_workers is not None and backend == "thread" and self._sizing is None:
+            from weft.data._sizing import ThreadSizing
+
+            self._sizing = ThreadSizing(start=self._workers, maximum=self._max_workers, bound=self._user_limit)
 
     def _plan_trials(self, backend: str) -> BackendTrials | None:
         """Under auto on a GIL build: the throughput trials of rule 7 (weft.exec._policy),
@@ -414,12 +429,27 @@ class MapNode(Node):
             self._chunks_on[chunk.backend] -= 1
         if self._trials is not None:
             self._follow_trials(chunk, result)
+        if self._sizing is not None and chunk.backend == "thread":
+            self._resize(self._sizing.completed(len(chunk.keys), result.seconds / len(chunk.keys), self.wait_up))
         self._fill()
 
     def _observe(self, seconds: float, items: int, *, remote: bool) -> None:
         """Size the next chunks from ``items`` that took ``seconds`` on a worker."""
         kind = "process" if remote else ("thread" if runtime.gil_enabled() else "thread-nogil")
         self._sizer.observe(seconds, items, kind=kind, limit=self._limit, workers=self._workers, target=self._target)
+
+    def _resize(self, workers: int | None) -> None:
+        """Run ``workers`` threads (workers="auto" decided so), with room in flight for them."""
+        from weft.exec import ThreadExecutor
+
+        executor = self._executors.get("thread")
+        if workers is None or not isinstance(executor, ThreadExecutor):
+            return
+        executor.resize(workers)
+        self._workers = workers
+        if self._user_limit is None:
+            self._set_limit(default_max_in_flight(workers, "thread"))
+        log.debug("weft: stage %d %r: %s", self.index, self.name, self._sizing.reason if self._sizing else "")
 
     def _follow_trials(self, chunk: _Chunk, result: ChunkResult) -> None:
         """Switch backend when the throughput trials say so; close replaced executors
@@ -516,7 +546,7 @@ class MapNode(Node):
             if self.park is not None and not executor.closed:
                 # cancelled chunks that already run finish on the workers; nobody reads them
                 self.park(ParkedWorkers(executor=executor, label=self._label, reason=self._reason,
-                                        remote=self._remote, limit=self._limit))
+                                        remote=self._remote, limit=self._limit, sizing=self._sizing))
             else:
                 executor.close(cancel=True)
         super().close()
@@ -533,6 +563,10 @@ class MapNode(Node):
             nodes = getattr(s, "nodes", None)  # -- cluster executors: the nodes that ran chunks
             if nodes is not None:
                 extra["extra"]["nodes"] = float(len(nodes))
+        if self._max_workers is not None and self._backend != "serial":
+            extra["workers_reason"] = (self._sizing.reason if self._sizing is not None else
+                                       f"workers='auto' sizes threads; on {self._label}: the usable cores "
+                                       f"({self._workers})")
         if self._trials is not None:
             extra["reason"] = self._reason
             rates = self._trials.decision.throughputs if self._trials.decision is not None else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from weft import runtime
 from weft._checks import check_int, check_one_of
@@ -31,6 +31,7 @@ from weft.data._build import (
     UnbatchSpec,
     build_chain,
     chain_length,
+    check_workers,
 )
 from weft.data._collate import pad_collate
 from weft.data._run import STATE_VERSION, Run, WorkerPark
@@ -119,11 +120,18 @@ class Pipeline:
             raise AttributeError("this pipeline's source has no classes: only from_image_folder sets them")
         return list(self._classes)
 
-    def map(self, fn: Callable[[Any], Any], *, workers: int | None = None, backend: str = "auto",
-            ordered: bool = True, max_in_flight: int | None = None, on_error: str = "raise",
-            retries: int = 2, name: str | None = None, resources: Mapping[str, float] | None = None,
-            backend_options: Mapping[str, Any] | None = None) -> Pipeline:
+    def map(self, fn: Callable[[Any], Any], *, workers: int | Literal["auto"] | None = None,
+            backend: str = "auto", ordered: bool = True, max_in_flight: int | None = None,
+            on_error: str = "raise", retries: int = 2, name: str | None = None,
+            resources: Mapping[str, float] | None = None, backend_options: Mapping[str, Any] | None = None,
+            max_workers: int | None = None) -> Pipeline:
         """Apply ``fn`` to every item on ``workers`` workers (default: usable cores).
+
+        ``workers="auto"`` on threads (for work that waits: network, remote calls) starts
+        at the usable cores and doubles the threads while the items/s delivered rises,
+        settling where it levels off, at most ``max_workers`` (default 256) and
+        ``max_in_flight``; it shrinks when the source cannot feed more.
+        :meth:`statistics` says the count and why. On processes it is the usable cores.
 
         ``backend``: ``"auto"`` (threads when the GIL is off or ``fn`` releases it, as
         measured on the first items; processes otherwise), ``"thread"``, ``"process"``
@@ -141,16 +149,16 @@ class Pipeline:
             raise ConfigError(f"map needs a callable, got {fn!r}")
         validate_backend(backend)
         check_one_of("on_error", on_error, _ON_ERROR)
-        if workers is None:
-            workers = runtime.usable_cores()
-        check_int("workers", workers, minimum=0)
-        if workers == 0:
+        count, ceiling = check_workers(workers, max_workers)
+        if count == 0:
             backend = "serial"
         options = _backend_options(backend, resources, backend_options)
-        return self._then(MapSpec(fn=fn, workers=max(1, workers), backend=backend, ordered=bool(ordered),
+        return self._then(MapSpec(fn=fn, workers=max(1, runtime.usable_cores() if count is None else count),
+                                  backend=backend, ordered=bool(ordered),
                                   max_in_flight=check_int("max_in_flight", max_in_flight, none=True),
                                   on_error=on_error, retries=check_int("retries", retries, minimum=0),
-                                  name=name or _fn_name(fn), options=options))
+                                  name=name or _fn_name(fn), options=options,
+                                  auto_workers=count is None, max_workers=ceiling))
 
     def filter(self, pred: Callable[[Any], Any], *, name: str | None = None) -> Pipeline:
         """Keep the items for which ``pred(item)`` is true (runs inline)."""

@@ -41,7 +41,8 @@ class StageStatistics:
     its input; ``wait_downstream_seconds`` time it held results nobody asked for yet
     (a full prefetch queue) or, for a map, time spent waiting on its workers.
     ``computing_cores`` (maps with workers) is the CPU time of the stage's calls divided by
-    elapsed time: how many cores' worth the workers actually computed.
+    elapsed time: how many cores' worth the workers actually computed. ``workers_reason``
+    (maps with ``workers="auto"``) says how ``workers`` was sized.
     """
 
     index: int
@@ -60,12 +61,16 @@ class StageStatistics:
     retried: int = 0
     computing_cores: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    #: with ``workers="auto"``: the count it settled on (``workers``) and why
+    workers_reason: str = ""
 
     def line(self) -> str:
         text = (f"{self.index}. {self.name:<12} {self.items:>9} items {self.items_per_second:>10.1f}/s "
                 f"busy {self.busy_fraction:>4.0%}  backend {self.backend}")
-        if self.workers > 1:
+        if self.workers > 1 or self.workers_reason:
             text += f" x{self.workers}"
+        if self.workers_reason:
+            text += " (workers='auto')"
         if self.skipped:
             text += f"  skipped {self.skipped}"
         return text
@@ -138,6 +143,14 @@ def _not_in_use(text: str, stage: StageStatistics) -> str:
     return text
 
 
+def _more_threads(stage: StageStatistics) -> str:
+    """Advice for a map whose threads wait: more of them, or, when ``workers="auto"``
+    sized them, what its measurement found (adding threads is what it tried)."""
+    if stage.workers_reason:
+        return stage.workers_reason
+    return "add workers, threads overlap waits (or workers='auto' to size them by measured throughput)"
+
+
 def _raw_advice(stage: StageStatistics, *, gil: bool, cores: int) -> str:
     if stage.kind != "map":
         return "it runs inline: move the work into a .map(..., workers=N)"
@@ -155,7 +168,7 @@ def _raw_advice(stage: StageStatistics, *, gil: bool, cores: int) -> str:
                     f"of {cores} cores; try backend='process'")
         elif used < WAITING_CORES:
             return (f"its calls mostly wait (its {stage.workers} threads computed on {used:.1f} cores): "
-                    "add workers, threads overlap waits")
+                    f"{_more_threads(stage)}")
         elif used < SATURATED * min(stage.workers, cores):
             return (f"its {stage.workers} threads are busy but compute on only {used:.1f} of {cores} cores: "
                     "they wait (I/O, locks, contended objects); add workers if it is I/O, "
@@ -167,6 +180,8 @@ def _raw_advice(stage: StageStatistics, *, gil: bool, cores: int) -> str:
         return f"try more workers ({stage.workers} now, {cores} cores)"
     if stage.workers > cores and stage.busy_fraction >= SATURATED:
         # more threads than cores are all busy: they wait (I/O) or they compute; say both
+        if stage.workers_reason:
+            return f"all {stage.workers} workers are busy: {_more_threads(stage)}"
         return (f"all {stage.workers} workers are busy: if its calls wait on I/O, add workers "
                 "(threads overlap waits); if they compute, make the function cheaper")
     if stage.busy_fraction < SATURATED:

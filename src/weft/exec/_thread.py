@@ -1,7 +1,8 @@
-"""The thread backend: a fixed set of worker threads sharing data by reference.
+"""The thread backend: worker threads sharing data by reference.
 
 Right on a free-threaded build with the GIL off, and on any build for functions that
-release the GIL (NumPy, Pillow, onnxruntime, blocking I/O).
+release the GIL (NumPy, Pillow, onnxruntime, blocking I/O). :meth:`ThreadExecutor.resize`
+changes the number of threads while it runs (a map stage sizing itself to waiting work).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from weft._checks import check_int
 from weft.errors import ExecutorClosed
 from weft.exec._base import Executor
 
@@ -23,15 +25,27 @@ _pool_ids = itertools.count(1)
 _Task = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
+class _Retire:
+    """Queued by ``resize`` to shrink the pool: the thread that takes it ends. Queued behind
+    every call already submitted, so no call is dropped, and results belong to their
+    futures, so none is reordered."""
+
+
+_RETIRE = _Retire()
+
+
 class ThreadExecutor(Executor):
-    """``workers`` threads, started on first use, joined on close."""
+    """``workers`` threads, started on first use, joined on close; :meth:`resize` changes
+    their number while running."""
 
     backend = "thread"
 
     def __init__(self, *, workers: int, reason: str = "") -> None:
         super().__init__(workers=workers, reason=reason)
-        self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Task | _Retire | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._retiring = 0  # retire tokens queued and not yet taken (under _start_lock)
+        self._thread_ids = itertools.count()
         self._start_lock = threading.Lock()
         self._stopped = False  # set under _start_lock, so no thread starts after close() signals
         self._cancel_lock = threading.Lock()
@@ -40,8 +54,8 @@ class ThreadExecutor(Executor):
 
     def _ensure_started(self) -> None:
         """Start the worker threads; the caller holds ``_start_lock``."""
-        while len(self._threads) < self.workers:
-            thread = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads)}",
+        while len(self._threads) - self._retiring < self.workers:
+            thread = threading.Thread(target=self._work, name=f"{self._name}-{next(self._thread_ids)}",
                                       daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -50,6 +64,11 @@ class ThreadExecutor(Executor):
         while True:
             task = self._queue.get()
             if task is None:
+                return
+            if isinstance(task, _Retire):
+                with self._start_lock:
+                    self._retiring -= 1
+                    self._threads.remove(threading.current_thread())
                 return
             future, fn, args, kwargs = task
             # Marked running under the lock close(cancel=True) takes before it cancels the
@@ -70,6 +89,33 @@ class ThreadExecutor(Executor):
                 self._counters.add_busy(time.perf_counter() - start, time.thread_time() - cpu)
                 future.set_result(result)
             del task, future, fn, args, kwargs
+
+    @property
+    def threads(self) -> int:
+        """Threads running now (``workers`` once those a shrink retired have ended)."""
+        with self._start_lock:
+            return len(self._threads) - self._retiring
+
+    def resize(self, workers: int) -> None:
+        """Run ``workers`` threads from now on.
+
+        Growing starts the new threads at once (or at first use, if none runs yet).
+        Shrinking lets threads end as they finish their current call and find no queued
+        call ahead of the stop signal: calls already submitted all run, and each result
+        stays with its own future.
+        """
+        check_int("workers", workers)
+        with self._start_lock:
+            if self._stopped:
+                raise ExecutorClosed("this thread executor is closed: create a new one to resize it")
+            self.workers = workers
+            if not self._threads:
+                return  # started at first use
+            extra = len(self._threads) - self._retiring - workers
+            for _ in range(extra):
+                self._queue.put(_RETIRE)
+            self._retiring += max(0, extra)
+            self._ensure_started()
 
     def _submit(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[R]:
         future: Future[R] = Future()
@@ -93,12 +139,14 @@ class ThreadExecutor(Executor):
                     task = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if task is not None:
+                if isinstance(task, tuple):
                     task[0].cancel()
-        for _ in self._threads:
+        with self._start_lock:  # retiring threads remove themselves from the list
+            threads = list(self._threads)
+        for _ in threads:
             self._queue.put(None)
         deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in self._threads:
+        for thread in threads:
             if thread is threading.current_thread():
                 continue
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))

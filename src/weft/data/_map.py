@@ -215,6 +215,10 @@ class MapNode(Node):
         choice = self._choice
         if choice is None or self._workers > runtime.usable_cores():
             return None  # ruled without measuring (GIL off, one core, unpicklable), or I/O-sized
+        if backend == "thread" and self._max_workers is not None:
+            # workers="auto" sizes the threads: their count moves, so would a throughput
+            # measured to compare them with processes
+            return None
         trials = BackendTrials(current=backend)
         if backend == "process" and choice.thread_efficiency and choice.serial_seconds_per_item:
             cores = min(self._workers, runtime.usable_cores())

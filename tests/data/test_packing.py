@@ -142,7 +142,10 @@ def test_what_packs_and_what_stays_a_list() -> None:
     local = _packed(records, keep_items=True)
     assert isinstance(local, PackedRows) and local.items is records
     assert isinstance(_packed([w.row_of(i) for i in range(3)]), np.ndarray), "bare arrays: one array"
-    for unpacked in ([w.inc(i) for i in range(3)], [f"s{i}" for i in range(3)], [w.ragged_record(i) for i in range(3)],
+    ragged = _packed([w.ragged_record(i) for i in range(3)])
+    assert isinstance(ragged, PackedRows) and isinstance(ragged.columns[1], np.ndarray)
+    assert [len(t) for t in ragged.columns[0]] == [1, 2, 3], "a ragged field stays the list of its values"
+    for unpacked in ([w.inc(i) for i in range(3)], [f"s{i}" for i in range(3)],
                      [OrderedDict(a=np.zeros(2)) for _ in range(3)], [np.array(i) for i in range(3)],
                      [w.record(0), w.image_label(1)], [w.record(0)]):
         assert _packed(unpacked, keep_items=True) is unpacked

@@ -87,3 +87,35 @@ def batch_sum(batch: np.ndarray) -> int:
 def ragged_at_500(i: int) -> np.ndarray:
     """Rows of length 4 before item 500 and 5 from it on."""
     return np.full(4 if i < 500 else 5, i, dtype=np.int32)
+
+
+# -- results of many nested shapes, for packing (one array per field) ----------------------
+def record(i: int) -> dict[str, Any]:
+    """The usual ML item: an image, a label, a name and a float weight."""
+    return {"image": np.full((3, 4), i, dtype=np.float32), "label": i % 10, "name": f"item{i}", "weight": i / 2}
+
+
+def image_label(i: int) -> tuple[np.ndarray, int]:
+    return np.full(5, i, dtype=np.int16), i
+
+
+def nested_record(i: int) -> dict[str, Any]:
+    """Containers inside containers: a dict of a namedtuple and a list."""
+    return {"pair": Pair(np.full(2, i, dtype=np.int64), np.float32(i)),
+            "parts": [np.full((2, 2), i, dtype=np.uint8), bool(i % 2)]}
+
+
+def mixed_dtype_record(i: int) -> dict[str, Any]:
+    """The image's dtype changes every 7 items: packed chunks of one dtype, batches promote."""
+    return {"image": np.full(3, i, dtype=np.float32 if (i // 7) % 2 else np.int32), "label": i}
+
+
+def ragged_record(i: int) -> dict[str, Any]:
+    """A ragged field next to a regular one: the ragged one cannot stack."""
+    return {"tokens": np.arange(1 + i % 3, dtype=np.int32), "mask": np.ones(4, dtype=bool)}
+
+
+def record_failing_on_7s(i: int) -> dict[str, Any]:
+    if i % 10 == 7:
+        raise ValueError(f"seven at {i}")
+    return record(i)

@@ -269,7 +269,7 @@ def test_prefetch_passes_errors_to_the_consumer() -> None:
     assert got == list(range(7))
 
 
-def test_next_run_default_and_which_stages_pack_runs() -> None:
+def test_next_run_of_a_source_and_of_a_serial_map() -> None:
     from weft.data._build import MapSpec
     from weft.data._map import MapNode
     from weft.data._sources import RandomAccessSource
@@ -280,10 +280,12 @@ def test_next_run_default_and_which_stages_pack_runs() -> None:
     assert source.next_run(3) == ([3, 4], [[3, 4]]), "fewer only at the end"
     with pytest.raises(StopIteration):
         source.next_run(3)
-    assert not source.packs_runs
     spec = MapSpec(fn=w.inc, workers=1, backend="serial", ordered=True, max_in_flight=None, on_error="raise",
                    retries=0, name="inc")
-    assert MapNode(source, spec).packs_runs
+    source.restore(None)
+    node = MapNode(source, spec)
+    assert node.collated_batch == 0, "only build_chain says a batch follows"
+    assert node.next_run(2) == ([0, 1], [[1], [2]]), "a serial map hands on one list per item"
 
 
 def test_pipelines_are_immutable_and_reiterable() -> None:

@@ -222,6 +222,12 @@ class MapSpec:
     options: tuple[tuple[str, Any], ...] = ()
     auto_workers: bool = False
     max_workers: int | None = None
+    #: the size of the batches the next stage makes with the default collate, 0 when the
+    #: next stage is no such batch: set by :func:`build_chain`, never by the user. Workers
+    #: then stack their chunk's results one array per field (on threads too, so the
+    #: batch's stacking runs in parallel) and chunks hold whole batches, so that a batch
+    #: is one slice of one chunk.
+    collated_batch: int = 0
 
     @property
     def unordered(self) -> bool:
@@ -398,10 +404,25 @@ def _usable_cores() -> int:
     return runtime.usable_cores()
 
 
+def _collated_batch(spec: Spec | None) -> int:
+    """The batch size of ``spec`` if it is a batch stage with the default collate, else 0."""
+    from weft.data._collate import default_collate
+
+    if isinstance(spec, BatchSpec) and spec.collate in (None, default_collate):
+        return spec.size
+    return 0
+
+
 def build_chain(specs: tuple[Spec, ...]) -> Node:
-    """Nodes for ``specs``, source first; returns the last one."""
+    """Nodes for ``specs``, source first; returns the last one.
+
+    A map directly followed by a batch stage with the default collate is told so
+    (:attr:`MapSpec.collated_batch`): its workers then collate.
+    """
     node: Node | None = None
-    for spec in specs:
+    for i, spec in enumerate(specs):
+        if isinstance(spec, MapSpec):
+            spec = dataclasses.replace(spec, collated_batch=_collated_batch(specs[i + 1] if i + 1 < len(specs) else None))
         node = spec.build(node)
     assert node is not None
     return node

@@ -11,11 +11,12 @@ import numpy as np
 from weft.data._nested import branches, rebuild, zip_leaves
 from weft.errors import ConfigError
 
-__all__ = ["default_collate", "pad_collate", "uncollate"]
+__all__ = ["default_collate", "field_batch", "pad_collate", "uncollate"]
 
 
-def _stack(values: Sequence[Any]) -> Any:
-    """One field of a batch: arrays stacked, numbers as a 1-D array, anything else a list."""
+def field_batch(values: Sequence[Any]) -> Any:
+    """One field of a batch: arrays stacked, numbers as a 1-D array, anything else a list
+    (the rule :func:`default_collate` applies to the values at each leaf place)."""
     first = values[0]
     if isinstance(first, np.ndarray):
         try:
@@ -38,7 +39,7 @@ def default_collate(items: Sequence[Any]) -> Any:
     batches, a namedtuple of batches, ...); anything else (strings, bytes, objects)
     stays a list.
     """
-    return zip_leaves(items, _stack)
+    return zip_leaves(items, field_batch)
 
 
 def _pad_stack(arrays: Sequence[Any], pad_value: Any) -> np.ndarray:
@@ -67,7 +68,7 @@ def pad_collate(pad_value: Any = 0, *, lengths: bool = False) -> Callable[[Seque
             if lengths:
                 return padded, np.asarray([len(x) for x in values])
             return padded
-        return _stack(values)
+        return field_batch(values)
 
     def collate(items: Sequence[Any]) -> Any:
         return zip_leaves(items, field, lists=False)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from weft import runtime
-from weft.data._chunks import ChunkSizer, default_max_in_flight
+from weft.data._chunks import ChunkSizer, batch_max_in_flight, default_max_in_flight
 from weft.data._ledger import HandOnLedger
 from weft.data._node import Key, Node, NodeState, freeze
 from weft.data._work import ChunkResult, ItemError, run_chunk
@@ -96,7 +96,6 @@ class _Chunk:
 
 class MapNode(Node):
     kind = "map"
-    packs_runs = True
 
     def __init__(self, up: Node, spec: MapSpec) -> None:
         super().__init__(up, name=spec.name)
@@ -125,6 +124,9 @@ class MapNode(Node):
         self._sizer = ChunkSizer()
         #: (seconds, items) of the items backend="auto" timed before choosing, if it did
         self._calibrated: tuple[float, int] | None = None
+        #: the size of the batches the next stage makes with the default collate, 0 when the
+        #: next stage is no such batch (MapSpec.collated_batch, set when the pipeline is built)
+        self.collated_batch = spec.collated_batch
         self._options = dict(spec.options)  # for weft.exec.create (resources=, address=, ...)
         self._target: float | None = None  # work per chunk the executor asks for, if it does
         self.skipped = 0
@@ -141,7 +143,7 @@ class MapNode(Node):
         self._chunks_in_flight = 0
         self._in_flight = 0
         self._ready: _Chunk | None = None
-        self._results: Any = []  # a list, or an array of rows a worker process packed
+        self._results: Any = []  # a list, or the chunk a worker packed (an array, a PackedRows)
         self._errors: dict[int, ItemError] | None = None
         self._pos = 0
         self._exhausted = False
@@ -152,6 +154,8 @@ class MapNode(Node):
         self._ledger = None if self._ordered else HandOnLedger(self._limit)
 
     def _set_limit(self, limit: int) -> None:
+        if self._user_limit is None:  # room for chunks of whole batches (see _chunk_size)
+            limit = max(limit, batch_max_in_flight(self._workers, self.collated_batch))
         self._limit = limit
         if self._ledger is not None:
             self._ledger.set_limit(limit)
@@ -317,7 +321,7 @@ class MapNode(Node):
                 return
             if self._sizer.probing and self._chunks_in_flight >= executor.workers:
                 return  # the first chunks size the rest (see ChunkSizer)
-            size = self._sizer.size
+            size = self._chunk_size()
             n = min(size, limit - self._in_flight)
             if n < size and self._in_flight:
                 return  # wait for room for a whole chunk: small leftovers would stay small
@@ -338,8 +342,14 @@ class MapNode(Node):
             finally:
                 self.wait_up += time.perf_counter() - start
             if keys:
-                future = executor.submit(run_chunk, self._fn, values, self._retries, self._remote)
+                future = executor.submit(run_chunk, self._fn, values, self._retries, self._remote,
+                                         self.collated_batch > 0)
                 self._add_chunk(future, keys, posts, ordinals, executor.backend, self._remote)
+
+    def _chunk_size(self) -> int:
+        """Items in the next chunk: in whole batches when a batch stage collates this map's
+        results and the in-flight bound has room (see ChunkSizer.in_batches)."""
+        return self._sizer.in_batches(self.collated_batch, self._ordinal, limit=self._limit, workers=self._workers)
 
     # -- iteration ---------------------------------------------------------------------
     def next(self) -> tuple[Key, Any]:
@@ -363,9 +373,10 @@ class MapNode(Node):
     def next_run(self, n: int) -> tuple[list[Key], list[Any]]:
         """Up to ``n`` items (fewer only at the end) as their keys and a list of pieces.
 
-        A piece is a list of values, or an array whose rows are the values: a slice of
-        a chunk a worker process packed. A batch of such rows is then one slice, or one
-        concatenation, instead of one view per row and a stack of them. Bookkeeping
+        A piece is a list of values, or a slice of a chunk a worker packed (an array
+        whose rows are the values, or a PackedRows: see :mod:`weft.data._packing`). A
+        batch of such rows is then one slice, or one concatenation per field, instead of
+        one view per row and a stack of them. Bookkeeping
         (resume state, hand-on order) is the same as ``n`` calls of :meth:`next`.
         """
         keys: list[Key] = []

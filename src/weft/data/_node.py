@@ -54,9 +54,6 @@ class Node:
     kind = "node"
     #: True when ``state()`` is the upstream's state (the node keeps nothing of its own).
     delegates_state = False
-    #: True when :meth:`next_run` hands on arrays of packed rows (a map stage on worker
-    #: processes); the default :meth:`next_run` hands on one list of values.
-    packs_runs = False
 
     def __init__(self, up: Node | None, *, name: str | None = None) -> None:
         self.up = up
@@ -76,8 +73,9 @@ class Node:
     def next_run(self, n: int) -> tuple[list[Key], list[Any]]:
         """Up to ``n`` items (fewer only at the end of the epoch) as keys and pieces.
 
-        A piece is a list of values or, where :attr:`packs_runs` is true, possibly an
-        array whose rows are the values. Raises StopIteration when no item is left.
+        A piece is a list of values or (from a map stage whose workers packed their
+        chunks) an array whose rows are the values or a
+        :class:`~weft.data._packing.PackedRows`. Raises StopIteration when no item is left.
         This default calls :meth:`next` up to ``n`` times and returns one list.
         """
         keys: list[Key] = []

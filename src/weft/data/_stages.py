@@ -7,10 +7,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
 from weft.data._collate import default_collate, uncollate
 from weft.data._node import Key, Node, NodeState, freeze
+from weft.data._packing import collate_runs
 
 __all__ = ["Batch", "Filter", "Skip", "StreamShard", "Take", "Unbatch"]
 
@@ -78,14 +77,10 @@ class Batch(Node):
         if len(keys) < self._size and self._drop_last:
             raise StopIteration
         start = time.perf_counter()
-        batch = None
-        if up.packs_runs and self._collate is default_collate and all(type(p) is np.ndarray for p in pieces):
-            # rows a worker process already stacked: what np.stack of them would give
-            if len(pieces) == 1:
-                batch = pieces[0]
-            elif all(p.shape[1:] == pieces[0].shape[1:] for p in pieces):
-                batch = np.concatenate(pieces)
-        if batch is None:  # also ragged rows: default_collate explains what to do
+        if self._collate is default_collate:
+            # rows a worker already stacked are sliced or joined, not stacked again
+            batch = collate_runs(pieces)
+        else:
             one = len(pieces) == 1 and type(pieces[0]) is list
             batch = self._collate(pieces[0] if one else [v for piece in pieces for v in piece])
         self.busy += time.perf_counter() - start

@@ -2,10 +2,13 @@
 
 Module-level functions only: process workers import them by name.
 
-A process worker packs a chunk whose results are NumPy arrays of one shape and dtype into
-one stacked array: one pickle (or one shared-memory segment) instead of one per item,
-stacked straight into the worker's result pool when it has room (one copy, not two). The
-owner hands on its rows, or slices of it to a following batch stage (``MapNode.next_run``).
+A worker packs a chunk whose results hold NumPy arrays of one shape and dtype (bare, or
+at the same place of dicts, tuples, ... of one shape) into one stacked array per place
+(:mod:`weft.data._packing`): in a worker process always (one pickle, or one shared-memory
+segment, instead of one per item; stacked straight into
+the worker's result pool when it has room: one copy, not two), in a thread when a batch stage with the default
+collate consumes the map (the batch's stacking then runs on the workers). The owner
+hands on its rows, or slices of it to the batch stage (``MapNode.next_run``).
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ class ItemError(NamedTuple):
 class ChunkResult(NamedTuple):
     """What a worker sends back for a chunk of items."""
 
-    #: one result per item (None where it failed): a list, or one array stacking them
-    #: when the chunk ran in a worker process and ``run_chunk`` packed it
+    #: one result per item (None where it failed): a list, or (when ``run_chunk`` packed
+    #: them) one array stacking them or a PackedRows
     results: Any
     #: failed items by position in the chunk, or None when every call succeeded
     errors: dict[int, ItemError] | None
@@ -47,32 +50,50 @@ class ChunkResult(NamedTuple):
     cpu_seconds: float = 0.0
 
 
-def _packed(out: list[Any], allocate: Callable[[tuple[int, ...], Any], Any] | None = None) -> Any:
-    """``out`` stacked into one array if every result is an array of the same shape and
-    dtype (object arrays excluded: they pickle per element anyway), else ``out``.
+def _stack_rows(rows: list[Any], allocate: Callable[[tuple[int, ...], Any], Any] | None = None) -> Any:
+    """One column of a packed chunk: arrays of one shape and dtype stacked (a new first axis).
 
     ``allocate(shape, dtype)`` may give the array to stack into (None: a new one)."""
+    np = sys.modules["numpy"]
+    first = rows[0]
+    target = allocate((len(rows), *first.shape), first.dtype) if allocate is not None else None
+    return np.stack(rows) if target is None else np.stack(rows, out=target)
+
+
+def _packed(out: list[Any], *, keep_items: bool = False,
+            allocate: Callable[[tuple[int, ...], Any], Any] | None = None) -> Any:
+    """``out`` packed: one array if every result is an array of the same shape and dtype
+    (object and 0-d arrays excluded), a :class:`~weft.data._packing.PackedRows` if the
+    results are records with such places (or, with ``keep_items``, bare arrays: rows are
+    then the results themselves), else ``out`` as it is. ``allocate`` as for
+    :func:`_stack_rows`."""
     np = sys.modules.get("numpy")
     if np is None or len(out) < 2:
         return out
     first = out[0]
-    if type(first) is not np.ndarray or first.dtype.hasobject:
-        return out
-    shape, dtype = first.shape, first.dtype
-    for a in out:
-        if type(a) is not np.ndarray or a.shape != shape or a.dtype != dtype:
+    if type(first) is np.ndarray and not keep_items:
+        if first.dtype.hasobject or first.ndim == 0:
             return out
-    target = allocate((len(out), *shape), dtype) if allocate is not None else None
-    if target is None:
-        return np.stack(out)
-    return np.stack(out, out=target)
+        shape, dtype = first.shape, first.dtype
+        for a in out:
+            if type(a) is not np.ndarray or a.shape != shape or a.dtype != dtype:
+                return out
+        return _stack_rows(out, allocate)
+    from weft.data._packing import pack
+
+    packed = pack(out, lambda rows: _stack_rows(rows, allocate), keep_items=keep_items)
+    return out if packed is None else packed
 
 
-def run_chunk(fn: Callable[[Any], Any], values: Sequence[Any], retries: int, remote: bool) -> ChunkResult:
+def run_chunk(fn: Callable[[Any], Any], values: Sequence[Any], retries: int, remote: bool,
+              batched: bool = False) -> ChunkResult:
     """Apply ``fn`` to every value; failures are retried ``retries`` times, then recorded.
 
     A failure never stops the chunk: the caller applies the stage's policy (raise or
-    skip) item by item, in order. ``remote`` makes recorded exceptions picklable.
+    skip) item by item, in order. ``remote`` (the chunk runs in another process) makes
+    recorded exceptions picklable and packs the results; ``batched`` (a batch stage with
+    the default collate consumes them) packs them in this process too. A chunk with a
+    failed item is not packed.
     """
     start, cpu_start = time.perf_counter(), time.thread_time()
     out: list[Any] = []
@@ -81,7 +102,8 @@ def run_chunk(fn: Callable[[Any], Any], values: Sequence[Any], retries: int, rem
     try:
         for v in values:
             append(fn(v))
-        return ChunkResult(_packed(out, result_buffer) if remote else out, None, 0, time.perf_counter() - start,
+        results = _packed(out, keep_items=not remote, allocate=result_buffer if remote else None) if remote or batched else out
+        return ChunkResult(results, None, 0, time.perf_counter() - start,
                            time.thread_time() - cpu_start)
     except Exception as exc:
         first = exc  # the call on values[len(out)] failed once already

@@ -203,7 +203,7 @@ def test_a_result_buffer_is_sent_without_a_copy_and_released_if_unsent(one_proce
     from weft.data._work import _packed
 
     worker, owner = one_process_pool
-    stacked = _packed([row(i) for i in range(4)], worker.result_buffer)
+    stacked = _packed([row(i) for i in range(4)], allocate=worker.result_buffer)
     staged = worker.free_bytes
     assert staged == worker.nbytes - stacked.nbytes
     payload = _wire.encode_outcome(_wire.Ok(stacked), owner=os.getpid(), use_shm=True, pool=worker)
@@ -213,7 +213,7 @@ def test_a_result_buffer_is_sent_without_a_copy_and_released_if_unsent(one_proce
     assert worker.free_bytes == staged, "a sent buffer is not released with the unsent ones"
     back = _wire.decode_outcome(payload, owner).value  # type: ignore[union-attr]
     assert_rows([back])
-    unsent = _packed([row(i) for i in range(4)], worker.result_buffer)
+    unsent = _packed([row(i) for i in range(4)], allocate=worker.result_buffer)
     send(worker, owner, "something else")
     del unsent, back
     gc.collect()

@@ -9,6 +9,7 @@ and that belongs to neither ``busy_seconds`` nor ``cpu_seconds``.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing.connection
 import os
 import signal
@@ -72,6 +73,9 @@ def worker_main(conn: multiprocessing.connection.Connection, owner: int, use_shm
             except OSError:
                 return
     finally:
+        if pool is not None:  # the owner unlinks the name once it maps the pool; not if it never did
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(_shm.SHM_DIR, pool.name))
         if _shm.supported() and not _owner_alive(owner, owner_is_parent):
             _shm.remove_segments(owner)  # nobody else will: the owner's exit handler did not run
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from resume_runs import run_with_stops
 
 import data_workloads as w
 import weft.data as wd
@@ -164,14 +165,10 @@ def test_ragged_rows_across_packed_chunks_get_the_pad_collate_advice() -> None:
 
 
 def test_resume_between_batches_of_packed_rows() -> None:
-    pipe = wd.from_range(500).map(w.row_of, workers=2, backend="process").batch(32)
-    it = iter(pipe)
-    head = [next(it) for _ in range(5)]
-    state = pipe.state_dict()
-    del it
-    pipe.load_state_dict(state)
-    rest = list(pipe)
-    seen = [int(r[0]) for b in head + rest for r in b]
+    def make() -> wd.Pipeline:
+        return wd.from_range(500).map(w.row_of, workers=2, backend="process").batch(32)
+
+    seen = [int(r[0]) for b in run_with_stops(make, [5]) for r in b]
     assert seen == list(range(500))
 
 

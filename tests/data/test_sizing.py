@@ -215,3 +215,19 @@ def test_max_workers_needs_auto_and_a_positive_count() -> None:
     with pytest.raises(ConfigError, match="max_workers must be an integer >= 1, got 0"):
         wd.from_range(3).map(w.inc, workers="auto", max_workers=0)
     assert "workers='auto'" in repr(wd.from_range(3).map(w.inc, workers="auto", max_workers=8))
+
+
+def test_auto_workers_grow_also_when_a_batch_follows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch after the map (whose chunks would otherwise hold whole batches) does not stop
+    the thread count from growing."""
+    model = Model(waiting(24))
+    monkeypatch.setattr(_sizing, "monotonic", lambda: model.now)
+    monkeypatch.setattr(_chunks, "TARGET_CHUNK_SECONDS", dict.fromkeys(_chunks.TARGET_CHUNK_SECONDS, 0.0))
+    pipe = wd.from_range(3000).map(lambda x: x * 2, workers="auto", backend="thread").batch(8)
+    out: list[int] = []
+    for batch in pipe:
+        out.extend(int(v) for v in batch)
+        model.now += len(batch) / model.rate(pipe.statistics().stages[1].workers)
+    assert out == [2 * i for i in range(3000)]
+    stage = pipe.statistics().stages[1]
+    assert stage.workers >= 16 > wd_cores(), stage.workers_reason

@@ -348,7 +348,11 @@ class MapNode(Node):
 
     def _chunk_size(self) -> int:
         """Items in the next chunk: in whole batches when a batch stage collates this map's
-        results and the in-flight bound has room (see ChunkSizer.in_batches)."""
+        results and the in-flight bound has room (see ChunkSizer.in_batches). Not while
+        workers="auto" sizes the threads: a batch of waits would run one after another in
+        one thread, and the in-flight bound of whole batches would stop the growth."""
+        if self._max_workers is not None:
+            return self._sizer.size
         return self._sizer.in_batches(self.collated_batch, self._ordinal, limit=self._limit, workers=self._workers)
 
     # -- iteration ---------------------------------------------------------------------

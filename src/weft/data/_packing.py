@@ -29,7 +29,7 @@ import numpy as np
 
 from weft.data._collate import default_collate, field_batch
 
-__all__ = ["PackedRows", "collate_runs", "pack"]
+__all__ = ["PackedRows", "collate_runs", "pack", "stacks"]
 
 #: The nested shape of a result: None for a leaf, else (container type, dict keys or
 #: length, the shapes of its contents). Equal shapes mean default_collate zips the
@@ -74,7 +74,7 @@ def _stackable(value: Any) -> bool:
     return type(value) is np.ndarray and value.ndim >= 1 and not value.dtype.hasobject
 
 
-def _stacks(column: Sequence[Any]) -> bool:
+def stacks(column: Sequence[Any]) -> bool:
     """Whether np.stack of ``column`` is what default_collate makes of it, with no promotion
     (plain arrays of one shape and dtype; object arrays pickle per element anyway, and 0-d
     arrays would come back from a stacked column as NumPy scalars)."""
@@ -149,7 +149,7 @@ def pack(results: list[Any], stack: Callable[[list[Any]], Any], *, keep_items: b
     stacked = False
     for place in zip(*rows, strict=True):
         column = list(place)
-        if _stacks(column):
+        if stacks(column):
             columns.append(stack(column))
             stacked = True
         else:

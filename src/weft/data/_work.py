@@ -70,17 +70,10 @@ def _packed(out: list[Any], *, keep_items: bool = False,
     np = sys.modules.get("numpy")
     if np is None or len(out) < 2:
         return out
-    first = out[0]
-    if type(first) is np.ndarray and not keep_items:
-        if first.dtype.hasobject or first.ndim == 0:
-            return out
-        shape, dtype = first.shape, first.dtype
-        for a in out:
-            if type(a) is not np.ndarray or a.shape != shape or a.dtype != dtype:
-                return out
-        return _stack_rows(out, allocate)
-    from weft.data._packing import pack
+    from weft.data._packing import pack, stacks
 
+    if type(out[0]) is np.ndarray and not keep_items:
+        return _stack_rows(out, allocate) if stacks(out) else out
     packed = pack(out, lambda rows: _stack_rows(rows, allocate), keep_items=keep_items)
     return out if packed is None else packed
 

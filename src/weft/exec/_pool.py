@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import math
 import mmap
 import os
 import sys
@@ -75,6 +76,11 @@ def _address(array: Any) -> int:
     """Where the data of ``array`` starts in this process's memory."""
     address: int = array.__array_interface__["data"][0]
     return address
+
+
+def _nbytes(shape: tuple[int, ...], dtype: Any) -> int:
+    """Bytes of an array of ``shape`` and ``dtype`` (a NumPy dtype)."""
+    return dtype.itemsize * math.prod(shape)  # type: ignore[no-any-return]
 
 
 def _aligned(nbytes: int) -> int:
@@ -166,10 +172,7 @@ class WorkerPool:
     def array(self, offset: int, shape: tuple[int, ...], dtype: Any) -> Any:
         """A writable array of ``shape`` and ``dtype`` over the space at ``offset``."""
         dt = self._np.dtype(dtype)
-        count = dt.itemsize
-        for n in shape:
-            count *= n
-        raw = self._np.frombuffer(self._mapping, dtype=self._np.uint8, count=count, offset=offset)
+        raw = self._np.frombuffer(self._mapping, dtype=self._np.uint8, count=_nbytes(shape, dt), offset=offset)
         return raw.view(dt).reshape(shape)
 
     def result_buffer(self, shape: tuple[int, ...], dtype: Any) -> Any:
@@ -179,10 +182,7 @@ class WorkerPool:
         not sent is released after the answer (:meth:`release_unsent`).
         """
         dt = self._np.dtype(dtype)
-        nbytes = dt.itemsize
-        for n in shape:
-            nbytes *= n
-        offset = self.allocate(nbytes)
+        offset = self.allocate(_nbytes(shape, dt))
         if offset is None:
             return None
         out = self.array(offset, shape, dt)
@@ -273,9 +273,6 @@ def result_buffer(shape: tuple[int, ...], dtype: Any) -> Any:
         return None
     from weft.exec._shm import MIN_SHARED_BYTES
 
-    nbytes = np.dtype(dtype).itemsize
-    for n in shape:
-        nbytes *= n
-    if nbytes < MIN_SHARED_BYTES:
+    if _nbytes(shape, np.dtype(dtype)) < MIN_SHARED_BYTES:
         return None
     return pool.result_buffer(shape, dtype)

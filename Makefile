@@ -44,7 +44,10 @@ lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check src tests benchmarks examples tools
 	$(VENV)/bin/mypy
 
+# Bytecode first: the suite starts many worker processes, and where the environment
+# forbids writing bytecode (PYTHONDONTWRITEBYTECODE) each would compile weft again.
 test-gil: $(VENV)/.stamp
+	$(VENV)/bin/python -m compileall -q src
 	@echo "== weft tests on $$($(VENV)/bin/python -VV | head -1) =="
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
@@ -62,6 +65,7 @@ test-ft:
 	  for p in $(OPTIONAL); do $(FT_VENV)/bin/pip install $(PIP_QUIET) --only-binary :all: $$cons "$$p" || echo "weft: $$p not installed on the free-threaded leg; its tests will be skipped"; done && \
 	  touch $(FT_VENV)/.stamp || exit 1; \
 	fi; \
+	$(FT_VENV)/bin/python -m compileall -q src || exit 1; \
 	echo "== weft tests on $$($(FT_VENV)/bin/python -VV | head -1) ($$ft) =="; \
 	$(FT_VENV)/bin/python -m pytest $(PYTEST_ARGS)
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(HERE))
 
 import envs  # noqa: E402
 import report  # noqa: E402
-from harness import run_config  # noqa: E402
+from harness import compile_sources, run_config  # noqa: E402
 
 import workloads  # noqa: E402
 
@@ -285,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                 workloads.ensure_data(x)
         return 0
 
+    for interp in interps:  # weft's sources and the workloads, as a user's first import leaves them
+        compile_sources(interp.weft_python, HERE.parents[1] / "src" / "weft", HERE)
     started = time.time()
     print(f"load benchmark: {', '.join(names)} on {', '.join(i.label for i in interps)}; "
           f"{usable_cores()} usable cores; {'quick' if args.quick else 'full'} mode", flush=True)

@@ -16,9 +16,12 @@ import sys
 import sysconfig
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from weft.exec._cluster_info import ClusterInfo, probe_clusters
 from weft.exec._policy import BackendChoice, Workload
+
+if TYPE_CHECKING:  # probing clusters (sockets, subprocesses) is imported when asked for
+    from weft.exec._cluster_info import ClusterInfo
 
 __all__ = [
     "BackendChoice",
@@ -212,6 +215,8 @@ def facts(*, check_imports: bool = True, check_clusters: bool = True) -> Runtime
     gil_check = None
     if check_imports and is_free_threaded_build():
         gil_check = check_gil_imports()
+    from weft.exec._cluster_info import probe_clusters
+
     return RuntimeFacts(
         python=sys.executable,
         version=sys.version.split()[0],

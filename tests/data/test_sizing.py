@@ -10,7 +10,7 @@ import pytest
 
 import data_workloads as w
 import weft.data as wd
-from weft.data import _chunks, _sizing
+from weft.data import _chunks, _map, _sizing
 from weft.data._sizing import DEFAULT_MAX_THREADS, ThreadSizing
 from weft.errors import ConfigError
 
@@ -219,10 +219,19 @@ def test_max_workers_needs_auto_and_a_positive_count() -> None:
 
 def test_auto_workers_grow_also_when_a_batch_follows(monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch after the map (whose chunks would otherwise hold whole batches) does not stop
-    the thread count from growing."""
+    the thread count from growing: chunks stay the sizer's size, so a batch of waits is not
+    one thread's queue and the in-flight bound is not counted in whole batches."""
     model = Model(waiting(24))
     monkeypatch.setattr(_sizing, "monotonic", lambda: model.now)
     monkeypatch.setattr(_chunks, "TARGET_CHUNK_SECONDS", dict.fromkeys(_chunks.TARGET_CHUNK_SECONDS, 0.0))
+    chunk_sizes: list[int] = []
+    run_chunk = _map.run_chunk
+
+    def recording(fn: Callable[[int], int], values: list[int], *args: object) -> object:
+        chunk_sizes.append(len(values))
+        return run_chunk(fn, values, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_map, "run_chunk", recording)
     pipe = wd.from_range(3000).map(lambda x: x * 2, workers="auto", backend="thread").batch(8)
     out: list[int] = []
     for batch in pipe:
@@ -231,3 +240,4 @@ def test_auto_workers_grow_also_when_a_batch_follows(monkeypatch: pytest.MonkeyP
     assert out == [2 * i for i in range(3000)]
     stage = pipe.statistics().stages[1]
     assert stage.workers >= 16 > wd_cores(), stage.workers_reason
+    assert max(chunk_sizes) < 8, f"chunks of whole batches under workers='auto': {sorted(set(chunk_sizes))}"

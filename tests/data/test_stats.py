@@ -58,10 +58,14 @@ def test_stats_while_running() -> None:
 
 
 def _stage(index: int, name: str, *, kind: str = "map", busy: float = 0.0, backend: str = "thread",
-           workers: int = 4, wait_down: float = 0.0, computing: float | None = None) -> StageStatistics:
+           workers: int = 4, wait_down: float = 0.0, computing: float | None = None,
+           extra: dict[str, float] | None = None) -> StageStatistics:
     return StageStatistics(index=index, name=name, kind=kind, items=100, items_per_second=10.0, busy_fraction=busy,
                       wait_upstream_seconds=0.0, wait_downstream_seconds=wait_down, elapsed_seconds=10.0,
-                      backend=backend, workers=workers, computing_cores=computing)
+                      backend=backend, workers=workers, computing_cores=computing, extra=extra or {})
+
+
+_POOLS_OVERFLOWED = {"results pooled": 0.2, "result pool MB": 64.0}
 
 
 @pytest.mark.parametrize(("stages", "wait", "gil", "expected"), [
@@ -84,10 +88,30 @@ def _stage(index: int, name: str, *, kind: str = "map", busy: float = 0.0, backe
      0.05, True, "the consumer is the bottleneck"),
     ((_stage(0, "files", kind="source"), _stage(1, "decode", busy=0.2, backend="process", wait_down=8.0)),
      0.9, True, "stage 1 `decode` is the bottleneck: the pipeline waited on its workers 80%"),
+    # result arrays that did not fit the workers' pools: the verdict says how to give them room
+    ((_stage(0, "files", kind="source"), _stage(1, "decode", busy=0.2, backend="process", wait_down=8.0,
+                                                 extra=_POOLS_OVERFLOWED)),
+     0.9, True, "only 20% of its result bytes fit the workers' result pools (64 MB each), the rest came each in "
+                "a fresh shared-memory segment: raise backend_options={'result_pool_bytes': 128000000}"),
+    ((_stage(0, "files", kind="source"), _stage(1, "decode", busy=0.6, backend="process", workers=2,
+                                                 extra=_POOLS_OVERFLOWED)),
+     0.9, True, "its workers are not saturated: moving items or start-up costs the rest; try backend='thread' "
+                "or fewer, larger items; only 20% of its result bytes fit"),
+    ((_stage(0, "files", kind="source"), _stage(1, "decode", busy=0.6, backend="process", workers=2,
+                                                 extra={"results pooled": 0.0, "result pool MB": 0.0})),
+     0.9, True, "the result pools are off"),
 ])
 def test_verdict_names_the_bottleneck(stages: tuple[StageStatistics, ...], wait: float, gil: bool,
                                       expected: str) -> None:
     assert expected in verdict(stages, consumer_wait_fraction=wait, gil=gil, cores=2)
+
+
+def test_verdict_is_silent_on_result_pools_that_carried_most_results() -> None:
+    stages = (_stage(0, "files", kind="source"),
+              _stage(1, "decode", busy=0.2, backend="process", wait_down=8.0,
+                     extra={"results pooled": 0.9, "result pool MB": 64.0}))
+    text = verdict(stages, consumer_wait_fraction=0.9, gil=True, cores=2)
+    assert text.endswith("try backend='thread'") and "result_pool_bytes" not in text
 
 
 def test_progress_yields_everything_and_prints_the_verdict() -> None:

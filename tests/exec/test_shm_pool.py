@@ -237,6 +237,10 @@ def test_results_come_through_the_pool_and_outlive_the_executor(no_leaks: None) 
         assert wait_until(lambda: ex.ready_workers == 2, timeout=60), "both workers announce their pools"
         results = list(ex.map(row, range(40)))
         assert all(in_pool(r) for r in results), "a worker gets work once it is ready, its pool mapped"
+        stats = ex.statistics()
+        assert (stats.pooled_arrays, stats.fresh_arrays) == (40, 0)
+        assert stats.pooled_bytes == sum(r.nbytes for r in results) and stats.pooled_share == 1.0
+        assert stats.result_pool_bytes > 0
         assert not [n for n in os.listdir(SHM) if n.endswith("-pool") and n.startswith(f"weft-{os.getpid()}-")]
     assert pool_mappings(), "arrays kept after close still view their pools"
     for i, r in enumerate(results):
@@ -252,6 +256,8 @@ def test_a_pipeline_keeps_batches_correct_across_many_chunks(no_leaks: None) -> 
     assert len(kept) == 38
     assert_rows(kept)
     assert any(in_pool(b) for b in kept)
+    extra = pipe.statistics().stages[1].extra
+    assert extra["results pooled"] > 0 and extra["result pool MB"] > 0
     del kept
     gc.collect()
     assert not pool_mappings()
@@ -269,6 +275,10 @@ def test_a_full_pool_falls_back_to_fresh_segments(no_leaks: None) -> None:
         ex.submit(row, 0).result(timeout=60)  # carries the releases back
         again = ex.submit(row, 99).result(timeout=60)
         assert in_pool(again) and (again == 99).all(), "released space is used again"
+        stats = ex.statistics()
+        assert stats.fresh_arrays >= 2 and stats.pooled_arrays >= 2, "both ways are counted"
+        assert stats.fresh_arrays + stats.pooled_arrays == 33
+        assert 0 < stats.pooled_share < 1  # type: ignore[operator]
     del again, big
     gc.collect()
     assert not pool_mappings()
@@ -277,6 +287,8 @@ def test_a_full_pool_falls_back_to_fresh_segments(no_leaks: None) -> None:
 def test_pools_can_be_turned_off(no_leaks: None) -> None:
     with weft.exec.create("process", workers=1, result_pool_bytes=0) as ex:
         r = ex.submit(row, 5).result(timeout=60)
+        stats = ex.statistics()
+    assert (stats.result_pool_bytes, stats.pooled_arrays, stats.fresh_arrays, stats.pooled_share) == (0, 0, 1, 0.0)
     assert not in_pool(r) and (r == 5).all()
     assert not pool_mappings()
 

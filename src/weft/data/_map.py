@@ -582,6 +582,10 @@ class MapNode(Node):
             nodes = getattr(s, "nodes", None)  # -- cluster executors: the nodes that ran chunks
             if nodes is not None:
                 extra["extra"]["nodes"] = float(len(nodes))
+            pooled = getattr(s, "pooled_share", None)  # process executors: how result arrays came back
+            if pooled is not None:
+                extra["extra"]["results pooled"] = pooled
+                extra["extra"]["result pool MB"] = s.result_pool_bytes / 1e6  # type: ignore[attr-defined]
         if self._max_workers is not None and self._backend != "serial":
             extra["workers_reason"] = (self._sizing.reason if self._sizing is not None else
                                        f"workers='auto' sizes threads; on {self._label}: the usable cores "

@@ -27,6 +27,9 @@ GIL_BOUND_CORES = 1.3
 #: The pipeline waiting on a map's workers this share of the time makes that map the
 #: bottleneck even when no stage is busy (moving items or start-up costs dominate).
 WAITED_ON_WORKERS = 0.3
+#: A process map whose workers' result pools carried less than this share of its result
+#: bytes paid a fresh shared-memory segment for most arrays: the verdict says so.
+POOLED_ENOUGH = 0.5
 #: A first map that waited on its input more than this share of the time names the source.
 WAITED_ON_SOURCE = 0.5
 
@@ -151,6 +154,21 @@ def _more_threads(stage: StageStatistics) -> str:
     return "add workers, threads overlap waits (or workers='auto' to size them by measured throughput)"
 
 
+def _pool_advice(stage: StageStatistics) -> str:
+    """What to say of a process map whose result arrays did not fit its workers' result
+    pools (each such array then costs a fresh segment): empty when most did fit."""
+    pooled = stage.extra.get("results pooled")
+    if pooled is None or pooled >= POOLED_ENOUGH:
+        return ""
+    pool_mb = stage.extra.get("result pool MB", 0.0)
+    if pool_mb <= 0:
+        return ("; its result arrays came back each in a fresh shared-memory segment: the result pools are "
+                "off (result_pool_bytes=0, or too little free space under /dev/shm)")
+    return (f"; only {pooled:.0%} of its result bytes fit the workers' result pools ({pool_mb:.0f} MB each), "
+            f"the rest came each in a fresh shared-memory segment: raise "
+            f"backend_options={{'result_pool_bytes': {int(pool_mb * 2e6)}}}")
+
+
 def _raw_advice(stage: StageStatistics, *, gil: bool, cores: int) -> str:
     if stage.kind != "map":
         return "it runs inline: move the work into a .map(..., workers=N)"
@@ -186,7 +204,7 @@ def _raw_advice(stage: StageStatistics, *, gil: bool, cores: int) -> str:
                 "(threads overlap waits); if they compute, make the function cheaper")
     if stage.busy_fraction < SATURATED:
         return ("its workers are not saturated: moving items or start-up costs the rest; "
-                "try backend='thread' or fewer, larger items")
+                f"try backend='thread' or fewer, larger items{_pool_advice(stage)}")
     return f"all {cores} cores are busy: make the function cheaper or add machines"
 
 
@@ -216,7 +234,7 @@ def verdict(stages: tuple[StageStatistics, ...], *, consumer_wait_fraction: floa
             if slowest.busy_fraction < BUSY:
                 advice = _not_in_use("yet its workers were idle half the time or more: start-up or moving items "
                                      "dominates (a short run, or large items sent to processes); "
-                                     "try backend='thread'", slowest)
+                                     f"try backend='thread'{_pool_advice(slowest)}", slowest)
             return (f"stage {slowest.index} `{slowest.name}` is the bottleneck: the pipeline waited on its "
                     f"workers {share:.0%} of the time (busy {slowest.busy_fraction:.0%}), {advice}")
     source = stages[0]

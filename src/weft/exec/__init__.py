@@ -20,7 +20,7 @@ from weft.exec._registry import available_backends, create, register
 
 if TYPE_CHECKING:
     from weft.exec._auto import AutoExecutor, Calibration, calibrate
-    from weft.exec._process import ProcessExecutor
+    from weft.exec._process import ProcessExecutor, ProcessStatistics
     from weft.exec._serial import SerialExecutor
     from weft.exec._thread import ThreadExecutor
     from weft.exec._wire import RemoteTraceback
@@ -31,6 +31,7 @@ __all__ = [
     "Executor",
     "ExecutorStatistics",
     "ProcessExecutor",
+    "ProcessStatistics",
     "RemoteTraceback",
     "SerialExecutor",
     "ThreadExecutor",
@@ -45,6 +46,7 @@ _LAZY = {
     "Calibration": "weft.exec._auto",
     "calibrate": "weft.exec._auto",
     "ProcessExecutor": "weft.exec._process",
+    "ProcessStatistics": "weft.exec._process",
     "RemoteTraceback": "weft.exec._wire",
     "SerialExecutor": "weft.exec._serial",
     "ThreadExecutor": "weft.exec._thread",

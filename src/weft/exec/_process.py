@@ -30,13 +30,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from weft._checks import check_int, check_one_of
 from weft.errors import BackendUnavailable, ConfigError, ExecutorClosed, RemoteError, WorkerDied
 from weft.exec import _pool, _shm, _wire
-from weft.exec._base import Executor
+from weft.exec._base import Executor, ExecutorStatistics
 from weft.exec._worker import worker_main
 
 __all__ = ["ProcessExecutor", "exit_if_unguarded_worker"]
@@ -106,6 +106,26 @@ class _Worker:
     pool: _pool.OwnerPool | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class ProcessStatistics(ExecutorStatistics):
+    """:class:`ExecutorStatistics` plus how result arrays came back (shared-memory ones,
+    of at least 64 KiB): through the workers' reused pools of ``result_pool_bytes``
+    each, or each in a fresh segment (pools full or turned off), which costs a file,
+    a mapping and page faults per array."""
+
+    result_pool_bytes: int = 0
+    pooled_arrays: int = 0
+    pooled_bytes: int = 0
+    fresh_arrays: int = 0
+    fresh_bytes: int = 0
+
+    @property
+    def pooled_share(self) -> float | None:
+        """Share of result bytes in shared memory that came through the pools (None: none came)."""
+        total = self.pooled_bytes + self.fresh_bytes
+        return self.pooled_bytes / total if total else None
+
+
 class ProcessExecutor(Executor):
     """``workers`` processes fed by one dispatcher thread.
 
@@ -130,6 +150,7 @@ class ProcessExecutor(Executor):
         if result_pool_bytes is not None:
             check_int("result_pool_bytes", result_pool_bytes, minimum=0)
         self._pool_bytes = _pool.pool_bytes(workers, result_pool_bytes, _shm.SHM_DIR) if self._use_shm else 0
+        self._result_arrays = _shm.ArrayCounts()  # counted by the dispatcher thread alone
         self._owner = os.getpid()
         self._ids = itertools.count()
         self._lock = threading.Lock()
@@ -327,7 +348,7 @@ class ProcessExecutor(Executor):
             _wire.discard(answer.payload, w.pool)
             return
         try:
-            outcome = _wire.decode_outcome(answer.payload, w.pool)
+            outcome = _wire.decode_outcome(answer.payload, w.pool, self._result_arrays)
         except RemoteError as exc:
             task.future.set_exception(exc)
             return
@@ -445,6 +466,14 @@ class ProcessExecutor(Executor):
             dispatcher.join()
         os.close(self._wake_r)
         os.close(self._wake_w)
+
+    def statistics(self) -> ProcessStatistics:
+        base = super().statistics()
+        counts = self._result_arrays
+        return ProcessStatistics(**{f.name: getattr(base, f.name) for f in fields(base)},
+                                 result_pool_bytes=self._pool_bytes, pooled_arrays=counts.pooled,
+                                 pooled_bytes=counts.pooled_bytes, fresh_arrays=counts.fresh,
+                                 fresh_bytes=counts.fresh_bytes)
 
     def _extra_restarts(self) -> tuple[int, int]:
         return (self._restarts, self._retried)

@@ -29,12 +29,13 @@ import os
 import pickle
 import sys
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from weft.exec._pool import OwnerPool, WorkerPool
 
-__all__ = ["SHM_DIR", "dumps", "loads", "discard", "remove_segments", "supported"]
+__all__ = ["SHM_DIR", "ArrayCounts", "dumps", "loads", "discard", "remove_segments", "supported"]
 
 SHM_DIR = "/dev/shm"
 #: Arrays smaller than this are pickled: a copy is cheaper than a segment.
@@ -95,21 +96,41 @@ class _Pickler(pickle.Pickler):
         return ("weft-shm", name, obj.dtype.str, obj.shape, obj.nbytes)
 
 
+@dataclass
+class ArrayCounts:
+    """The shared-memory arrays a receiver took out of payloads: those that viewed the
+    sender's pool, and those that came each in a fresh segment (one file, one mapping
+    and first-touch page faults per array: what the pool exists to avoid)."""
+
+    pooled: int = 0
+    pooled_bytes: int = 0
+    fresh: int = 0
+    fresh_bytes: int = 0
+
+
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, file: io.BytesIO, pool: OwnerPool | None) -> None:
+    def __init__(self, file: io.BytesIO, pool: OwnerPool | None, counts: ArrayCounts | None) -> None:
         super().__init__(file)
         self._pool = pool
+        self._counts = counts
         self.viewed: set[int] = set()  # pool offsets now owned by an array's finalizer
 
     def persistent_load(self, pid: Any) -> Any:
+        counts = self._counts
         if pid[0] == "weft-pool" and self._pool is not None:
             _, offset, nbytes, dtype, shape = pid
             array = self._pool.array(offset, nbytes, dtype, shape)
             self.viewed.add(offset)
+            if counts is not None:
+                counts.pooled += 1
+                counts.pooled_bytes += nbytes
             return array
         tag, name, dtype, shape, nbytes = pid
         if tag != "weft-shm":
             raise pickle.UnpicklingError(f"unknown persistent id {tag!r}")
+        if counts is not None:
+            counts.fresh += 1
+            counts.fresh_bytes += nbytes
         import numpy
 
         path = os.path.join(SHM_DIR, name)
@@ -165,10 +186,11 @@ def dumps(obj: Any, *, owner: int, use_shm: bool = True,
     return buffer.getvalue(), created
 
 
-def loads(data: bytes, pool: OwnerPool | None = None) -> Any:
+def loads(data: bytes, pool: OwnerPool | None = None, counts: ArrayCounts | None = None) -> Any:
     """Unpickle, mapping (and unlinking) every shared segment the payload names and
-    viewing ``pool`` (the sending worker's) where it says. One that fails is discarded."""
-    unpickler = _Unpickler(io.BytesIO(data), pool)
+    viewing ``pool`` (the sending worker's) where it says, counting both in ``counts``.
+    One that fails is discarded."""
+    unpickler = _Unpickler(io.BytesIO(data), pool, counts)
     try:
         return unpickler.load()
     except BaseException:

@@ -193,11 +193,12 @@ def encode_outcome(outcome: Outcome, *, owner: int, use_shm: bool, pool: WorkerP
         return payload
 
 
-def decode_outcome(payload: bytes, pool: OwnerPool | None = None) -> Outcome:
-    """The outcome in ``payload`` (from the worker whose pool is ``pool``); RemoteError
-    when it cannot be read (its segments and pool space are then given back)."""
+def decode_outcome(payload: bytes, pool: OwnerPool | None = None, counts: _shm.ArrayCounts | None = None) -> Outcome:
+    """The outcome in ``payload`` (from the worker whose pool is ``pool``, its arrays
+    counted in ``counts``); RemoteError when it cannot be read (its segments and pool
+    space are then given back)."""
     try:
-        outcome = _shm.loads(payload, pool)
+        outcome = _shm.loads(payload, pool, counts)
     except BaseException as exc:
         raise RemoteError(f"the worker's answer could not be read ({type(exc).__name__}: {exc}); "
                           "return plain data or NumPy arrays, or use backend='thread'") from exc

@@ -217,15 +217,15 @@ class _SwitchAfter:
 
 def test_auto_switching_backend_mid_run_hands_on_every_item_in_order(monkeypatch: pytest.MonkeyPatch,
                                                                       no_leaks: None) -> None:
-    from weft.data import _map
+    from weft.data import _map_backend
 
     made: list[_SwitchAfter] = []
 
-    def plan(self: _map.MapNode, backend: str) -> _SwitchAfter:
+    def plan(choice: object, backend: str, **_: object) -> _SwitchAfter:
         made.append(_SwitchAfter(backend, after=3))
         return made[-1]
 
-    monkeypatch.setattr(_map.MapNode, "_plan_trials", plan)
+    monkeypatch.setattr(_map_backend, "plan_trials", plan)
     pipe = wd.from_range(400).map(w.inc, workers=2, backend="auto")
     it = iter(pipe)
     assert list(it) == [i + 1 for i in range(400)]

@@ -7,14 +7,13 @@ Resume. Ordered: the state after an item is the upstream state recorded when tha
 item was pulled. Unordered: see :mod:`weft.data._ledger`.
 
 Which backend runs the stage is weft.exec's rule (:mod:`weft.exec._policy`): with
-``backend="auto"`` the stage asks it, and measures its own first items with
-``weft.exec.calibrate`` when the rule needs a measurement (those results are kept).
+``backend="auto"`` the stage asks it through :mod:`weft.data._map_backend`, which
+measures its own first items when the rule needs a measurement (those results are kept).
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 import queue
 import time
 from collections import deque
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from weft import runtime
+from weft.data import _map_backend
 from weft.data._chunks import ChunkSizer, batch_max_in_flight, default_max_in_flight
 from weft.data._ledger import HandOnLedger
 from weft.data._node import Key, Node, NodeState, freeze
@@ -32,10 +32,10 @@ from weft.errors import WeftError, WorkerDied
 
 if TYPE_CHECKING:
     from weft.data._build import MapSpec
+    from weft.data._map_backend import Choice
     from weft.data._sizing import ThreadSizing
     from weft.exec import Executor
     from weft.exec._auto import BackendTrials
-    from weft.exec._policy import BackendChoice
 
 __all__ = ["MapNode", "ParkedWorkers"]
 
@@ -117,7 +117,7 @@ class MapNode(Node):
         #: measures or while a replaced one still finishes its chunks), with their chunks in flight
         self._executors: dict[str, Executor] = {}
         self._chunks_on: dict[str, int] = {}
-        self._choice: BackendChoice | None = None
+        self._choice: Choice | None = None  # what backend="auto" measured first
         self._label = "inline" if spec.backend == "serial" else spec.backend
         self._reason = _INLINE_REASON
         self._remote = False
@@ -176,7 +176,8 @@ class MapNode(Node):
         backend, reason = self._backend, ""
         if backend == "auto":
             backend, reason = self._choose()
-            self._trials = self._plan_trials(backend)
+            self._trials = _map_backend.plan_trials(self._choice, backend, workers=self._workers,
+                                                    sizes_threads=self._max_workers is not None)
         self._use(backend, reason)
         self._reason = self._executor.statistics().reason if self._executor is not None else reason
         if self._calibrated is not None:  # the items auto timed one by one size the first chunks
@@ -210,72 +211,21 @@ class MapNode(Node):
 
             self._sizing = ThreadSizing(start=self._workers, maximum=self._max_workers, bound=self._user_limit)
 
-    def _plan_trials(self, backend: str) -> BackendTrials | None:
-        """Under auto on a GIL build: the throughput trials of rule 7 (weft.exec._policy),
-        when both threads and processes could run the function."""
-        from weft import runtime
-        from weft.exec._auto import BackendTrials
-
-        choice = self._choice
-        if choice is None or self._workers > runtime.usable_cores():
-            return None  # ruled without measuring (GIL off, one core, unpicklable), or I/O-sized
-        if backend == "thread" and self._max_workers is not None:
-            # workers="auto" sizes the threads: their count moves, so would a throughput
-            # measured to compare them with processes
-            return None
-        trials = BackendTrials(current=backend)
-        if backend == "process" and choice.thread_efficiency and choice.serial_seconds_per_item:
-            cores = min(self._workers, runtime.usable_cores())
-            thread_rate = choice.thread_efficiency * cores / choice.serial_seconds_per_item
-            trials.start(["process"], measured={"thread": thread_rate})
-        return trials
-
     def _choose(self) -> tuple[str, str]:
-        """weft.exec's backend rule for this stage's function, measured on its first items
-        when the rule needs a measurement (their results are kept, not computed twice)."""
-        from weft.exec import _policy, calibrate
-
-        self._choice = None
+        """weft.exec's backend rule for this stage's function (see :mod:`weft.data._map_backend`);
+        the items it measured are the stage's first chunk."""
         self._calibrated = None
-        ruled = _policy.interpreter_rule(self._workers)
-        if ruled is not None:
-            return ruled.backend, ruled.reason
-        from weft.exec._process import exit_if_unguarded_worker
-
-        exit_if_unguarded_worker()  # a worker re-running an unguarded script stops before measuring
-        try:
-            pickle.dumps(self._fn)
-        except Exception as exc:
-            refused = _policy.unpicklable(exc)
-            return refused.backend, refused.reason
-
-        pulled: list[tuple[Key, Any, int]] = []
-
-        def items() -> Any:
-            while True:
-                try:
-                    key, value, post, ordinal = self._pull()
-                except StopIteration:
-                    self._exhausted = True
-                    return
-                pulled.append((key, post, ordinal))
-                yield len(pulled) - 1, value
-
-        def measured(value: Any) -> ChunkResult:
-            return run_chunk(self._fn, (value,), self._retries, False)
-
-        decision, done = calibrate(measured, items(), workers=self._workers)
-        chunks = [chunk for _, chunk in sorted(done, key=lambda pair: pair[0])]
-        if chunks:
-            errors = {i: c.errors[0] for i, c in enumerate(chunks) if c.errors}
+        choice = self._choice = _map_backend.choose(self._fn, workers=self._workers, retries=self._retries,
+                                                    pull=self._pull)
+        self._exhausted = self._exhausted or choice.exhausted
+        if choice.first_chunk is not None:
             future: Future[ChunkResult] = Future()
-            future.set_result(ChunkResult([c.results[0] for c in chunks], errors or None,
-                                          sum(c.retried for c in chunks), sum(c.seconds for c in chunks)))
+            future.set_result(choice.first_chunk)
+            pulled = choice.pulled
             self._add_chunk(future, [p[0] for p in pulled], [p[1] for p in pulled], [p[2] for p in pulled],
                             "calibration", False)
-            self._calibrated = (sum(c.seconds for c in chunks), len(chunks))
-        self._choice = decision
-        return decision.backend, decision.reason
+            self._calibrated = (choice.first_chunk.seconds, len(pulled))
+        return choice.decision.backend, choice.decision.reason
 
     def _pull(self) -> tuple[Key, Any, Any, int]:
         """The next upstream item that was not already handed on before a resume."""

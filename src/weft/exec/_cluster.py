@@ -11,37 +11,29 @@ cluster (a lost cluster, resources no node has, a hung call), every waiting call
 fails with :class:`ClusterTimeout` instead of hanging.
 
 An engine (one module per engine) implements :class:`Engine`: start a call, read its
-answer, cancel it, say which failures mean a lost node, and release everything.
+answer, cancel it, say which failures mean a lost node, and release everything. What a
+call is and how it travels: :mod:`weft.exec._cluster_call`.
 """
 
 from __future__ import annotations
 
 import abc
 import collections
-import functools
-import inspect
-import itertools
 import logging
 import queue
-import reprlib
-import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field, fields
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from weft._checks import check_int, check_number
 from weft.errors import ConfigError, ExecutorClosed, RemoteError, WeftError, WorkerDied
 from weft.exec._base import Executor, ExecutorStatistics
-from weft.exec._portable import portable_exception
+from weft.exec._cluster_call import Call, Reply, is_plain_function, payload_bytes, writable
 
-__all__ = [
-    "ClusterExecutor", "ClusterStatistics", "ClusterTimeout", "Engine", "Reply", "is_callable_object",
-    "is_plain_function", "run_call",
-]
+__all__ = ["ClusterExecutor", "ClusterStatistics", "ClusterTimeout", "Engine"]
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -58,8 +50,6 @@ DEFAULT_MAX_IN_FLIGHT_BYTES = 256 * 1024 * 1024
 CANCEL_GRACE_SECONDS = 5.0
 #: Calls named in a ClusterTimeout message (the rest are counted).
 _NAMED_IN_MESSAGES = 3
-#: Depth and breadth to which arguments are walked to count their bytes.
-_SIZE_DEPTH, _SIZE_BREADTH = 3, 1000
 
 
 class ClusterTimeout(WeftError, TimeoutError):
@@ -86,107 +76,6 @@ class ClusterStatistics(ExecutorStatistics):
 
     nodes: Mapping[str, int] = field(default_factory=dict)
     on_cluster: int = 0
-
-
-class Reply(NamedTuple):
-    """What a remote call sends back: its value or error, its timing and its node."""
-
-    ok: bool
-    value: Any
-    traceback: str
-    busy_seconds: float
-    cpu_seconds: float
-    node: str
-
-
-def run_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], node: str) -> Reply:
-    """Run one call where the engine placed it; errors come back as values, not raised.
-
-    Only the call itself is timed: not receiving its arguments, not sending the reply.
-    """
-    start, cpu = time.perf_counter(), time.thread_time()
-    try:
-        value = fn(*args, **kwargs)
-    except BaseException as exc:
-        busy, cpu = time.perf_counter() - start, time.thread_time() - cpu
-        return Reply(False, portable_exception(exc), traceback.format_exc(), busy, cpu, node)
-    return Reply(True, value, "", time.perf_counter() - start, time.thread_time() - cpu, node)
-
-
-def payload_bytes(obj: object, depth: int = _SIZE_DEPTH) -> int:
-    """Bytes of the arrays and byte strings in ``obj`` (walked a few levels deep)."""
-    nbytes = getattr(obj, "nbytes", None)
-    if isinstance(nbytes, int) and "numpy" in sys.modules and isinstance(obj, sys.modules["numpy"].ndarray):
-        return nbytes
-    if isinstance(obj, bytes | bytearray | memoryview):
-        return len(obj) if not isinstance(obj, memoryview) else obj.nbytes
-    if depth <= 0:
-        return 0
-    if isinstance(obj, tuple | list):
-        return sum(payload_bytes(x, depth - 1) for x in itertools.islice(obj, _SIZE_BREADTH))
-    if isinstance(obj, dict):
-        return sum(payload_bytes(x, depth - 1) for x in itertools.islice(obj.values(), _SIZE_BREADTH))
-    return 0
-
-
-def writable(value: Any, depth: int = _SIZE_DEPTH) -> Any:
-    """``value`` with every read-only array in it (a few levels deep) copied.
-
-    Engines hand results back as read-only views of their object store, which also
-    keep the store's copy alive; a copy gives the caller the ordinary, writable array
-    every other backend returns and lets the store free its memory at once.
-    """
-    np = sys.modules.get("numpy")
-    if np is not None and isinstance(value, np.ndarray):
-        return value if value.flags.writeable else value.copy()
-    if depth <= 0:
-        return value
-    if type(value) is tuple:
-        return tuple(writable(x, depth - 1) for x in value)
-    if type(value) is list:
-        return [writable(x, depth - 1) for x in value]
-    if type(value) is dict:
-        return {k: writable(x, depth - 1) for k, x in value.items()}
-    return value
-
-
-def is_plain_function(fn: Callable[..., Any]) -> bool:
-    """A module-level function: pickled by reference, nothing to keep in the object store."""
-    if inspect.isbuiltin(fn):
-        return True
-    return (inspect.isfunction(fn) and fn.__closure__ is None
-            and "<" not in fn.__qualname__)  # no <locals>, no <lambda>
-
-
-def is_callable_object(fn: object) -> bool:
-    """An instance of a class that defines ``__call__`` in Python: it runs on actors."""
-    return not isinstance(fn, type) and inspect.isfunction(inspect.getattr_static(type(fn), "__call__", None))
-
-
-def describe_call(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
-    """``name(args)`` as a message shows a call: a partial by its function, an object by its class."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    return f"{name}{reprlib.repr(args)}"
-
-
-@dataclass(eq=False)
-class Call:
-    """One call, from submit to its answer; handed to the engine once per attempt."""
-
-    future: Future[Any]
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    nbytes: int
-    attempts: int = 0
-    handle: Any = None  # the engine's handle of the current attempt; None while queued
-    cancelling: bool = False
-
-    @property
-    def label(self) -> str:
-        return describe_call(self.fn, self.args)
 
 
 class Engine(abc.ABC):

@@ -35,12 +35,10 @@ from weft.errors import BackendUnavailable, ConfigError
 from weft.exec._cluster import (
     DEFAULT_MAX_IN_FLIGHT_BYTES,
     DEFAULT_TIMEOUT_SECONDS,
-    Call,
     ClusterExecutor,
     Engine,
-    Reply,
-    run_call,
 )
+from weft.exec._cluster_call import Call, Reply, run_call
 
 __all__ = ["DaskExecutor", "SCATTER_MIN_BYTES"]
 

@@ -37,14 +37,10 @@ from weft.errors import BackendUnavailable, ConfigError, RemoteError
 from weft.exec._cluster import (
     DEFAULT_MAX_IN_FLIGHT_BYTES,
     DEFAULT_TIMEOUT_SECONDS,
-    Call,
     ClusterExecutor,
     Engine,
-    Reply,
-    describe_call,
-    is_callable_object,
-    run_call,
 )
+from weft.exec._cluster_call import Call, Reply, describe_call, is_callable_object, run_call
 
 __all__ = ["RayExecutor"]
 

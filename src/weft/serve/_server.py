@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from weft.errors import ConfigError, ModelError, ServeError
 from weft.exec._policy import BackendChoice
+from weft.exec._service import ServiceThread
 from weft.serve._batcher import Arrays, Batcher, BatcherStatistics, RunBatch
 from weft.serve._config import ServerConfig, choose_backends
 from weft.serve._http import Phase
@@ -39,6 +40,10 @@ __all__ = ["Server", "ServerConfig", "ServerStatistics", "serve_in_thread"]
 
 log = logging.getLogger(__name__)
 _server_ids = itertools.count(1)
+
+
+def _nothing() -> None:
+    """What "serving" tells a server in the foreground (no thread waits for it)."""
 
 #: Connections the kernel queues before the server accepts them: uvicorn's default, far
 #: above any queue_size so that a burst is queued and answered (maybe with a 503) rather
@@ -96,9 +101,8 @@ class Server:
         self._loop_thread: int | None = None
         self._uvicorn: Any = None
         self._service: Service | None = None
-        self._thread: threading.Thread | None = None
-        self._started = threading.Event()
-        self._error: BaseException | None = None
+        self._thread: ServiceThread | None = None
+        self._ready: Callable[[], None] = _nothing  # says "serving" to a ServiceThread waiting in start()
         self._url: str | None = None
         self._backends: dict[str, BackendChoice] = {}  # by model: spec labels until loaded, then served names
         self._closing = False  # close() was called (maybe before the loop could hear it)
@@ -139,17 +143,9 @@ class Server:
     def start(self) -> str:
         """Serve on a background thread; returns the base URL once models are loaded."""
         self._check_startable()
-        # The one thread weft.serve starts outside weft.exec: it runs the event loop for
-        # the server's whole life. An executor runs units of work and counts each as busy
-        # until it returns; this thread never returns until the server stops, and it is
-        # stopped by draining the loop, not by cancelling queued work. The models run on a
-        # weft.exec executor.
-        self._thread = threading.Thread(target=self._thread_main, name=f"weft-serve-{self._id}", daemon=True)
+        # the event loop for the server's whole life; the models run on a weft.exec executor
+        self._thread = ServiceThread(self._serve_in_thread, name=f"weft-serve-{self._id}")
         self._thread.start()
-        self._started.wait()
-        if self._error is not None:
-            self._thread.join()
-            raise self._error
         return self.url
 
     def _check_startable(self) -> None:
@@ -170,7 +166,7 @@ class Server:
         if loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop has closed: nothing left to stop
                 loop.call_soon_threadsafe(self._begin_drain)
-        if thread is not None and thread is not threading.current_thread():
+        if thread is not None:
             thread.join(timeout)
 
     def stop(self, timeout: float | None = None) -> None:
@@ -228,14 +224,12 @@ class Server:
                 future.set_result(self._snapshot())
 
     # -- the loop ------------------------------------------------------------------
-    def _thread_main(self) -> None:
+    def _serve_in_thread(self, ready: Callable[[], None]) -> None:
+        self._ready = ready
         try:
             _run_loop(self._main(handle_signals=False))
-        except BaseException as exc:
-            self._error = exc
         finally:
             self._finish_snapshots()
-            self._started.set()
 
     async def _main(self, *, handle_signals: bool) -> None:
         try:
@@ -293,7 +287,7 @@ class Server:
             startup.cancel()
             if server.started:
                 service.readiness.phase = Phase.SERVING
-            self._started.set()
+            self._ready()
             if self._closing:  # close() came while the models loaded
                 self._begin_drain()
             elif self._on_ready is not None and server.started:

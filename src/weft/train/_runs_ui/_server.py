@@ -12,13 +12,13 @@ import logging
 import os
 import socket
 import sqlite3
-import threading
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from weft.errors import ConfigError
+from weft.exec._service import ServiceThread
 from weft.train._runs_ui._store import Store
 from weft.train._tracker_schema import SCHEMA_VERSION
 
@@ -57,10 +57,8 @@ class RunsPageServer:
         self.store = Store(path)
         self.host, self.port, self.token = host, port, token
         self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._thread: ServiceThread | None = None
         self._sock: socket.socket | None = None
-        self._error: BaseException | None = None
-        self._started = threading.Event()
 
     @property
     def url(self) -> str:
@@ -121,31 +119,19 @@ class RunsPageServer:
         except BaseException:
             self._close()
             raise
-        # An event-loop thread for the page's whole life, outside weft.exec for the reason
-        # serve/_server.py gives: an executor runs units of work that return; this one
-        # returns only when the loop is stopped.
-        self._thread = threading.Thread(target=self._thread_main, name="weft-runs-ui", daemon=True)
+        self._thread = ServiceThread(self._serve_in_thread, name="weft-runs-ui")  # the page's event loop
         self._thread.start()
-        self._started.wait()
-        if self._error is not None:
-            self._thread.join()
-            raise self._error
         return self.url
 
-    def _thread_main(self) -> None:
+    def _serve_in_thread(self, ready: Callable[[], None]) -> None:
         async def main() -> None:
             serving = asyncio.ensure_future(self._server.serve(sockets=[self._sock]))
             while not self._server.started and not serving.done():
                 await asyncio.sleep(0.005)
-            self._started.set()
+            ready()
             await serving
 
-        try:
-            asyncio.run(main())
-        except BaseException as exc:
-            self._error = exc
-        finally:
-            self._started.set()
+        asyncio.run(main())
 
     def stop(self, timeout: float | None = 10.0) -> None:
         """Stop the background server and close the database."""

@@ -45,7 +45,9 @@ lint: $(VENV)/.stamp
 	$(VENV)/bin/mypy
 
 # Bytecode first: the suite starts many worker processes, and where the environment
-# forbids writing bytecode (PYTHONDONTWRITEBYTECODE) each would compile weft again.
+# forbids writing bytecode (PYTHONDONTWRITEBYTECODE) each would compile weft again. The
+# free-threaded interpreter is unpacked without bytecode for its standard library: it is
+# compiled once, as an install would (else every process compiles ast, inspect, ...).
 test-gil: $(VENV)/.stamp
 	$(VENV)/bin/python -m compileall -q src
 	@echo "== weft tests on $$($(VENV)/bin/python -VV | head -1) =="
@@ -65,6 +67,9 @@ test-ft:
 	  for p in $(OPTIONAL); do $(FT_VENV)/bin/pip install $(PIP_QUIET) --only-binary :all: $$cons "$$p" || echo "weft: $$p not installed on the free-threaded leg; its tests will be skipped"; done && \
 	  touch $(FT_VENV)/.stamp || exit 1; \
 	fi; \
+	"$$ft" -m compileall -q -j0 -x '/(test|tests|idlelib|lib2to3|turtledemo)/' \
+	  "$$("$$ft" -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" >/dev/null 2>&1 || \
+	  echo "weft: could not compile the free-threaded interpreter's standard library; its processes will compile what they import"; \
 	$(FT_VENV)/bin/python -m compileall -q src || exit 1; \
 	echo "== weft tests on $$($(FT_VENV)/bin/python -VV | head -1) ($$ft) =="; \
 	$(FT_VENV)/bin/python -m pytest $(PYTEST_ARGS)

@@ -15,7 +15,6 @@ torch version).
 from __future__ import annotations
 
 import argparse
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -23,37 +22,11 @@ import numpy as np
 
 import weft.data as wd
 import weft.train as wt
+from blobs import CLASSES, FEATURES, augment, make_data
 
-FEATURES, CLASSES, HIDDEN = 16, 3, 32
-ROWS = 600
+HIDDEN = 32
 DROPOUT = 0.2
 MOMENTUM = 0.9
-
-
-def make_data(path: Path, seed: int = 0) -> Path:
-    """ROWS rows of FEATURES features and a class label: three noisy blobs, written as a
-    Parquet file of several row groups (``x``: a fixed-size list column, ``label``)."""
-    if not path.exists():
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        rng = np.random.default_rng(seed)
-        labels = rng.integers(0, CLASSES, ROWS)
-        centres = rng.normal(0, 0.5, (CLASSES, FEATURES))
-        x = (centres[labels] + rng.normal(0, 1.5, (ROWS, FEATURES))).astype(np.float32)
-        table = pa.table({"x": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), FEATURES),
-                          "label": pa.array(labels.astype(np.int64))})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path, row_group_size=ROWS // 6)
-    return path
-
-
-def augment(row: dict[str, np.ndarray]) -> tuple[np.ndarray, int]:
-    """Features with a little noise, drawn from the row's own bytes: the same noise
-    whichever worker thread runs it, so the run is reproducible."""
-    rng = np.random.default_rng(zlib.crc32(row["x"].tobytes()))
-    x = row["x"] + rng.normal(0, 0.1, FEATURES).astype(np.float32)
-    return x, int(row["label"])
 
 
 def init_params(seed: int) -> dict[str, np.ndarray]:

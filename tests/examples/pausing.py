@@ -88,4 +88,5 @@ if __name__ == "__main__":
     stop, fd, script, *args = sys.argv[1:]
     install(stop, int(fd))
     sys.argv = [script, *args]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))  # as `python script` does: its modules import
     runpy.run_path(script, run_name="__main__")

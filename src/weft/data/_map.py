@@ -140,6 +140,8 @@ class MapNode(Node):
         self._window: deque[_Chunk] = deque()
         self._flying: set[Future[ChunkResult]] = set()
         self._done: queue.SimpleQueue[_Chunk] = queue.SimpleQueue()
+        #: ordered: one token per finished chunk, to wait on for the oldest (see _wait_for)
+        self._finished: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._chunks_in_flight = 0
         self._in_flight = 0
         self._ready: _Chunk | None = None
@@ -259,6 +261,8 @@ class MapNode(Node):
         self._flying.add(future)
         if self._ordered:
             self._window.append(chunk)
+            finished = self._finished
+            future.add_done_callback(lambda _f, q=finished: q.put(None))  # type: ignore[misc]
         else:
             done = self._done
             future.add_done_callback(lambda _f, c=chunk, q=done: q.put(c))  # type: ignore[misc]
@@ -378,7 +382,11 @@ class MapNode(Node):
         if self._chunks_in_flight == 0:
             raise StopIteration
         start = time.perf_counter()
-        chunk = self._window.popleft() if self._ordered else self._done.get()
+        if self._ordered:
+            chunk = self._window.popleft()
+            self._wait_for(chunk.future)
+        else:
+            chunk = self._done.get()
         try:
             result: ChunkResult = chunk.future.result()
         except WorkerDied as exc:  # a lost worker or node names the chunk: say its items
@@ -401,6 +409,25 @@ class MapNode(Node):
         if self._sizing is not None and chunk.backend == "thread":
             self._resize(self._sizing.completed(len(chunk.keys), result.seconds / len(chunk.keys), self.wait_up))
         self._fill()
+
+    def _wait_for(self, future: Future[ChunkResult]) -> None:
+        """Block until ``future`` is done, parked on the token queue its done-callback feeds.
+
+        Not ``future.result()``: a Future waits in ``threading.Condition``, whose lock on a
+        free-threaded build (3.13t) first spins with ``sched_yield``; beside CPU-bound
+        processes every yield hands the core away for a whole time slice (a map next to
+        two busy processes on 2 cores ran 50x slower). Tokens of other chunks only cost a
+        look at ``done()``; those left over are drained when the oldest is already done.
+        """
+        finished = self._finished
+        if future.done():
+            while True:
+                try:
+                    finished.get_nowait()
+                except queue.Empty:
+                    return
+        while not future.done():
+            finished.get()
 
     def _observe(self, seconds: float, items: int, *, remote: bool) -> None:
         """Size the next chunks from ``items`` that took ``seconds`` on a worker."""
@@ -498,6 +525,7 @@ class MapNode(Node):
         self._flying = set()
         self._window.clear()
         self._done = queue.SimpleQueue()
+        self._finished = queue.SimpleQueue()
 
     def interrupt(self) -> None:
         for future in list(self._flying):  # a copy: the pulling thread may be adding to it

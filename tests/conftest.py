@@ -15,8 +15,16 @@ SHM_DIR = "/dev/shm"
 
 
 def child_pids() -> set[int]:
-    """Live (non-zombie) children of this process, read from /proc."""
+    """Live (non-zombie) processes this one started, read from /proc: its children and
+    the children of multiprocessing's fork server (process workers start there), but not
+    the server itself nor multiprocessing's resource tracker, which live as long as this
+    process once started."""
+    from multiprocessing import forkserver, resource_tracker
+
     me = os.getpid()
+    server = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    tracker = getattr(resource_tracker._resource_tracker, "_pid", None)
+    parents = {me} if server is None else {me, server}
     found: set[int] = set()
     try:
         entries = os.listdir("/proc")
@@ -31,9 +39,9 @@ def child_pids() -> set[int]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
-        if fields[0] != "Z" and int(fields[1]) == me:
+        if fields[0] != "Z" and int(fields[1]) in parents:
             found.add(int(entry))
-    return found
+    return found - {server, tracker}
 
 
 def weft_segments() -> set[str]:

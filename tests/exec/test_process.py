@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import time
 
@@ -138,9 +139,36 @@ def test_script_without_main_guard_prints_only_weft_error(tmp_path, body: str) -
     assert out.stderr.count("Traceback (most recent call last)") == 1, out.stderr
 
 
-@pytest.mark.parametrize("method", ["fork", "forkserver"])
-def test_other_start_methods_work_and_close_promptly(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """(forkserver keeps multiprocessing's own server process alive: no leak check here.)"""
+@pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(),
+                    reason="this platform has no fork server")
+def test_workers_start_from_the_fork_server_by_default(no_leaks: None) -> None:
+    from multiprocessing import forkserver
+
+    with weft.exec.create("process", workers=1) as ex:
+        parent = ex.submit(os.getppid).result(timeout=60)
+    assert parent == forkserver._forkserver._forkserver_pid != os.getpid()  # type: ignore[attr-defined]
+
+
+def test_a_fork_server_preload_the_program_chose_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    from multiprocessing import forkserver
+
+    from weft.exec import _process
+
+    chosen = forkserver.ForkServer()
+    chosen.set_forkserver_preload(["json"])
+    monkeypatch.setattr(forkserver, "_forkserver", chosen)
+    _process._preload_fork_server()
+    assert chosen._preload_modules == ["json"]  # type: ignore[attr-defined]
+
+    untouched = forkserver.ForkServer()  # multiprocessing's default: the main module
+    monkeypatch.setattr(forkserver, "_forkserver", untouched)
+    _process._preload_fork_server()
+    assert untouched._preload_modules == ["weft.exec._worker", "numpy"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_other_start_methods_work_and_close_promptly(method: str, monkeypatch: pytest.MonkeyPatch,
+                                                     no_leaks: None) -> None:
     import warnings
 
     from weft.exec import _process

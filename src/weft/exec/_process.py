@@ -10,6 +10,11 @@ A worker takes one task at a time: a task is only sent to a worker that waits in
 ``recv``, so neither side ever blocks writing a large message to the other. The
 messages are in :mod:`weft.exec._wire`, the worker's loop in :mod:`weft.exec._worker`.
 
+Workers start from multiprocessing's fork server where the platform has one (else they
+are spawned): the server has imported the worker's code and NumPy once, so a new worker
+costs a fork, not an interpreter start and its imports. Like a spawned one, a forked
+worker imports the main module again and nothing else of its owner's state.
+
 Each worker's large result arrays come back through its own reused shared-memory pool
 (:mod:`weft.exec._pool`), which the dispatcher maps when the worker is ready; the pool
 space the owner's arrays no longer view travels back with the worker's next task.
@@ -63,6 +68,31 @@ _WAKE_READ_BYTES = 4096
 _UNGUARDED_SCRIPT_EXIT = 86
 #: The name of every worker process (``ps``, and the check above).
 _WORKER_NAME = "weft-process-worker"
+
+
+#: What the fork server imports before it forks any worker (see _preload_fork_server).
+_FORK_SERVER_PRELOAD = ("weft.exec._worker", "numpy")
+
+
+def _default_start_method() -> str:
+    """The fork server where the platform has one (as Python 3.14 chose), else spawn."""
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def _preload_fork_server() -> None:
+    """Have the fork server import the worker's code, unless someone configured it already.
+
+    multiprocessing's own default preloads the main module into the server, which runs a
+    script's top level there: a script without a main guard would then start workers
+    from inside the server. Without it the main module is imported per worker, exactly
+    as with spawn (and :func:`exit_if_unguarded_worker` behaves the same for both).
+    The server is one per process and starts on first use; later calls change nothing.
+    """
+    from multiprocessing import forkserver
+
+    server: Any = forkserver._forkserver  # type: ignore[attr-defined]  # the process's one server
+    if getattr(server, "_preload_modules", None) == ["__main__"] and getattr(server, "_forkserver_pid", 0) is None:
+        server.set_forkserver_preload(list(_FORK_SERVER_PRELOAD))
 
 
 def exit_if_unguarded_worker() -> None:
@@ -130,6 +160,8 @@ class ProcessExecutor(Executor):
     """``workers`` processes fed by one dispatcher thread.
 
     Functions and arguments must be picklable (functions defined at module level).
+    ``start_method`` is multiprocessing's (None: the fork server where there is one, else
+    spawn; see the module's text).
     Large NumPy arrays anywhere in arguments or results travel through shared memory:
     results through a pool of ``result_pool_bytes`` per worker, reused (None: a default
     bounded by the free space of /dev/shm; 0: a fresh segment per array).
@@ -138,14 +170,18 @@ class ProcessExecutor(Executor):
     backend = "process"
 
     def __init__(self, *, workers: int, reason: str = "", max_retries: int = 1,
-                 start_method: str = "spawn", shared_memory: bool = True,
+                 start_method: str | None = None, shared_memory: bool = True,
                  result_pool_bytes: int | None = None) -> None:
         exit_if_unguarded_worker()
         super().__init__(workers=workers, reason=reason)
         check_int("max_retries", max_retries, minimum=0)
+        if start_method is None:
+            start_method = _default_start_method()
         check_one_of("start_method", start_method, multiprocessing.get_all_start_methods())
         self.max_retries = max_retries
         self._ctx: Any = multiprocessing.get_context(start_method)
+        if start_method == "forkserver":
+            _preload_fork_server()
         self._use_shm = shared_memory and _shm.supported()
         if result_pool_bytes is not None:
             check_int("result_pool_bytes", result_pool_bytes, minimum=0)

@@ -23,6 +23,7 @@ __all__ = ["Executor", "ExecutorStatistics"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+S = TypeVar("S", bound="ExecutorStatistics")
 
 #: Calls a map keeps started per worker by default: one running and one ready to go, so
 #: a worker never idles waiting for the next submit.
@@ -206,6 +207,10 @@ class Executor(abc.ABC):
         return bounded_map(self, fn, items, ordered=ordered, limit=limit)
 
     def statistics(self) -> ExecutorStatistics:
+        return self._statistics(ExecutorStatistics)
+
+    def _statistics(self, kind: type[S], **extra: Any) -> S:
+        """The counters every executor keeps, as a ``kind`` with a backend's ``extra`` fields."""
         restarts, retried = self._extra_restarts()
         c = self._counters
         with c.lock:
@@ -213,12 +218,12 @@ class Executor(abc.ABC):
             # has the result may ask before the callback counted it. Count it now.
             for future in [f for f in self._in_flight if f.done()]:
                 self._count_finished(future)
-            return ExecutorStatistics(
+            return kind(
                 backend=self.backend, workers=self.workers, reason=self.reason,
                 submitted=c.submitted, completed=c.completed, failed=c.failed,
                 cancelled=c.cancelled, in_flight=len(self._in_flight),
                 busy_seconds=c.busy_seconds, elapsed_seconds=time.perf_counter() - c.started,
-                worker_restarts=restarts, retried=retried, cpu_seconds=c.cpu_seconds,
+                worker_restarts=restarts, retried=retried, cpu_seconds=c.cpu_seconds, **extra,
             )
 
     @property

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from weft._checks import check_int, check_number
@@ -487,11 +487,9 @@ class ClusterExecutor(Executor):
         return (engine.restarts() if engine is not None else 0, self._retried)
 
     def statistics(self) -> ClusterStatistics:
-        base = super().statistics()
         with self._counters.lock:
             nodes = dict(self._nodes)
-        return ClusterStatistics(**{f.name: getattr(base, f.name) for f in fields(base)},
-                                 nodes=nodes, on_cluster=len(self._handed))
+        return self._statistics(ClusterStatistics, nodes=nodes, on_cluster=len(self._handed))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from weft._checks import check_int, check_one_of
@@ -504,12 +504,10 @@ class ProcessExecutor(Executor):
         os.close(self._wake_w)
 
     def statistics(self) -> ProcessStatistics:
-        base = super().statistics()
         counts = self._result_arrays
-        return ProcessStatistics(**{f.name: getattr(base, f.name) for f in fields(base)},
-                                 result_pool_bytes=self._pool_bytes, pooled_arrays=counts.pooled,
-                                 pooled_bytes=counts.pooled_bytes, fresh_arrays=counts.fresh,
-                                 fresh_bytes=counts.fresh_bytes)
+        return self._statistics(ProcessStatistics, result_pool_bytes=self._pool_bytes,
+                                pooled_arrays=counts.pooled, pooled_bytes=counts.pooled_bytes,
+                                fresh_arrays=counts.fresh, fresh_bytes=counts.fresh_bytes)
 
     def _extra_restarts(self) -> tuple[int, int]:
         return (self._restarts, self._retried)

@@ -326,24 +326,3 @@ def test_map_sends_one_chunk_per_worker_until_one_is_measured() -> None:
     consumer.join()
     assert out == list(range(1, 201))
     assert pulled_before_any_result == [0, 1]
-
-
-
-def test_prefetch_channel_is_bounded_and_gives_slots_back() -> None:
-    import queue
-
-    from weft.data._prefetch import _Channel
-
-    channel = _Channel(2)
-    channel.put_nowait("a")
-    channel.put("b")
-    with pytest.raises(queue.Full):
-        channel.put_nowait("c")
-    assert channel.qsize() == 2
-    assert channel.get_nowait() == "a"
-    channel.put_nowait("c")  # the slot "a" held is free again
-    assert [channel.get(timeout=1), channel.get(timeout=1)] == ["b", "c"]
-    with pytest.raises(queue.Empty):
-        channel.get(timeout=0.01)
-    with pytest.raises(queue.Empty):
-        channel.get_nowait()

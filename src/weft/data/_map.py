@@ -14,7 +14,6 @@ measures its own first items when the rule needs a measurement (those results ar
 from __future__ import annotations
 
 import logging
-import queue
 import time
 from collections import deque
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from weft.data._ledger import HandOnLedger
 from weft.data._node import Key, Node, NodeState, freeze
 from weft.data._work import ChunkResult, ItemError, run_chunk
 from weft.errors import WeftError, WorkerDied
+from weft.exec._handoff import Completions
 
 if TYPE_CHECKING:
     from weft.data._build import MapSpec
@@ -139,9 +139,8 @@ class MapNode(Node):
     def _reset_flow(self, post: Any) -> None:
         self._window: deque[_Chunk] = deque()
         self._flying: set[Future[ChunkResult]] = set()
-        self._done: queue.SimpleQueue[_Chunk] = queue.SimpleQueue()
-        #: ordered: one token per finished chunk, to wait on for the oldest (see _wait_for)
-        self._finished: queue.SimpleQueue[None] = queue.SimpleQueue()
+        #: the chunks in flight as they finish (unordered), or to wait for the oldest (ordered)
+        self._completions: Completions[_Chunk] = Completions()
         self._chunks_in_flight = 0
         self._in_flight = 0
         self._ready: _Chunk | None = None
@@ -261,11 +260,7 @@ class MapNode(Node):
         self._flying.add(future)
         if self._ordered:
             self._window.append(chunk)
-            finished = self._finished
-            future.add_done_callback(lambda _f, q=finished: q.put(None))  # type: ignore[misc]
-        else:
-            done = self._done
-            future.add_done_callback(lambda _f, c=chunk, q=done: q.put(c))  # type: ignore[misc]
+        self._completions.watch(future, chunk)
 
     def _fill(self) -> None:
         executor, limit, ledger = self._executor, self._limit, self._ledger
@@ -384,9 +379,9 @@ class MapNode(Node):
         start = time.perf_counter()
         if self._ordered:
             chunk = self._window.popleft()
-            self._wait_for(chunk.future)
+            self._completions.wait_for(chunk.future)
         else:
-            chunk = self._done.get()
+            chunk = self._completions.next()
         try:
             result: ChunkResult = chunk.future.result()
         except WorkerDied as exc:  # a lost worker or node names the chunk: say its items
@@ -409,25 +404,6 @@ class MapNode(Node):
         if self._sizing is not None and chunk.backend == "thread":
             self._resize(self._sizing.completed(len(chunk.keys), result.seconds / len(chunk.keys), self.wait_up))
         self._fill()
-
-    def _wait_for(self, future: Future[ChunkResult]) -> None:
-        """Block until ``future`` is done, parked on the token queue its done-callback feeds.
-
-        Not ``future.result()``: a Future waits in ``threading.Condition``, whose lock on a
-        free-threaded build (3.13t) first spins with ``sched_yield``; beside CPU-bound
-        processes every yield hands the core away for a whole time slice (a map next to
-        two busy processes on 2 cores ran 50x slower). Tokens of other chunks only cost a
-        look at ``done()``; those left over are drained when the oldest is already done.
-        """
-        finished = self._finished
-        if future.done():
-            while True:
-                try:
-                    finished.get_nowait()
-                except queue.Empty:
-                    return
-        while not future.done():
-            finished.get()
 
     def _observe(self, seconds: float, items: int, *, remote: bool) -> None:
         """Size the next chunks from ``items`` that took ``seconds`` on a worker."""
@@ -524,8 +500,7 @@ class MapNode(Node):
         self._chunks_on = dict.fromkeys(self._chunks_on, 0)
         self._flying = set()
         self._window.clear()
-        self._done = queue.SimpleQueue()
-        self._finished = queue.SimpleQueue()
+        self._completions = Completions()
 
     def interrupt(self) -> None:
         for future in list(self._flying):  # a copy: the pulling thread may be adding to it

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from weft.exec._base import annotate
+from weft.exec._handoff import Completions
 
 if TYPE_CHECKING:
     from weft.exec._base import Executor
@@ -34,6 +35,7 @@ def bounded_map(executor: Executor, fn: Callable[[T], R], items: Iterable[T], *,
     source = iter(enumerate(items))
     window: deque[tuple[Future[R], int, T]] = deque()
     pending: dict[Future[R], tuple[int, T]] = {}
+    completions: Completions[Future[R]] = Completions()  # (see weft.exec._handoff)
     exhausted = False
     try:
         while True:
@@ -48,18 +50,19 @@ def bounded_map(executor: Executor, fn: Callable[[T], R], items: Iterable[T], *,
                     window.append((future, index, item))
                 else:
                     pending[future] = (index, item)
+                completions.watch(future, future)
             if ordered:
                 if not window:
                     return
                 future, index, item = window.popleft()
+                completions.wait_for(future)
                 yield index, _result(future, fn, index, item)
             else:
                 if not pending:
                     return
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    index, item = pending.pop(future)
-                    yield index, _result(future, fn, index, item)
+                future = completions.next()
+                index, item = pending.pop(future)
+                yield index, _result(future, fn, index, item)
     finally:
         for future, _, _ in window:
             future.cancel()

@@ -152,17 +152,17 @@ def test_workers_start_from_the_fork_server_by_default(no_leaks: None) -> None:
 def test_a_fork_server_preload_the_program_chose_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     from multiprocessing import forkserver
 
-    from weft.exec import _process
+    from weft.exec import _start
 
     chosen = forkserver.ForkServer()
     chosen.set_forkserver_preload(["json"])
     monkeypatch.setattr(forkserver, "_forkserver", chosen)
-    _process._preload_fork_server()
+    _start.preload_fork_server()
     assert chosen._preload_modules == ["json"]  # type: ignore[attr-defined]
 
     untouched = forkserver.ForkServer()  # multiprocessing's default: the main module
     monkeypatch.setattr(forkserver, "_forkserver", untouched)
-    _process._preload_fork_server()
+    _start.preload_fork_server()
     assert untouched._preload_modules == ["weft.exec._worker", "numpy"]  # type: ignore[attr-defined]
 
 

@@ -50,7 +50,7 @@ def choose(fn: Callable[[Any], Any], *, workers: int, retries: int,
     ruled = _policy.interpreter_rule(workers)
     if ruled is not None:
         return Choice(decision=ruled, measured=False)
-    from weft.exec._process import exit_if_unguarded_worker
+    from weft.exec._start import exit_if_unguarded_worker
 
     exit_if_unguarded_worker()  # a worker re-running an unguarded script stops before measuring
     try:

@@ -345,7 +345,7 @@ class AutoExecutor(Executor):
             early: list[tuple[int, R]] = []
             decision = rule
         else:
-            from weft.exec._process import exit_if_unguarded_worker
+            from weft.exec._start import exit_if_unguarded_worker
 
             exit_if_unguarded_worker()  # a worker re-running an unguarded script stops before measuring
             decision, early = calibrate(fn, pairs, workers=self.workers)

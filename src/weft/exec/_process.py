@@ -10,10 +10,7 @@ A worker takes one task at a time: a task is only sent to a worker that waits in
 ``recv``, so neither side ever blocks writing a large message to the other. The
 messages are in :mod:`weft.exec._wire`, the worker's loop in :mod:`weft.exec._worker`.
 
-Workers start from multiprocessing's fork server where the platform has one (else they
-are spawned): the server has imported the worker's code and NumPy once, so a new worker
-costs a fork, not an interpreter start and its imports. Like a spawned one, a forked
-worker imports the main module again and nothing else of its owner's state.
+How workers start (the fork server, else spawn) is :mod:`weft.exec._start`.
 
 Each worker's large result arrays come back through its own reused shared-memory pool
 (:mod:`weft.exec._pool`), which the dispatcher maps when the worker is ready; the pool
@@ -40,11 +37,11 @@ from typing import Any, TypeVar
 
 from weft._checks import check_int, check_one_of
 from weft.errors import BackendUnavailable, ConfigError, ExecutorClosed, RemoteError, WorkerDied
-from weft.exec import _pool, _shm, _wire
+from weft.exec import _pool, _shm, _start, _wire
 from weft.exec._base import Executor, ExecutorStatistics
 from weft.exec._worker import worker_main
 
-__all__ = ["ProcessExecutor", "exit_if_unguarded_worker"]
+__all__ = ["ProcessExecutor"]
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -63,53 +60,6 @@ _TERMINATE_GRACE_SECONDS = 1.0
 _REAP_SECONDS = 0.1
 #: Bytes drained from the wake-up pipe at once (each submit writes at most one).
 _WAKE_READ_BYTES = 4096
-#: Exit status of a spawned worker that re-ran an unguarded script up to code that
-#: starts worker processes (see :func:`exit_if_unguarded_worker`).
-_UNGUARDED_SCRIPT_EXIT = 86
-#: The name of every worker process (``ps``, and the check above).
-_WORKER_NAME = "weft-process-worker"
-
-
-#: What the fork server imports before it forks any worker (see _preload_fork_server).
-_FORK_SERVER_PRELOAD = ("weft.exec._worker", "numpy")
-
-
-def _default_start_method() -> str:
-    """The fork server where the platform has one (as Python 3.14 chose), else spawn."""
-    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-
-
-def _preload_fork_server() -> None:
-    """Have the fork server import the worker's code, unless someone configured it already.
-
-    multiprocessing's own default preloads the main module into the server, which runs a
-    script's top level there: a script without a main guard would then start workers
-    from inside the server. Without it the main module is imported per worker, exactly
-    as with spawn (and :func:`exit_if_unguarded_worker` behaves the same for both).
-    The server is one per process and starts on first use; later calls change nothing.
-    """
-    from multiprocessing import forkserver
-
-    server: Any = forkserver._forkserver  # type: ignore[attr-defined]  # the process's one server
-    if getattr(server, "_preload_modules", None) == ["__main__"] and getattr(server, "_forkserver_pid", 0) is None:
-        server.set_forkserver_preload(list(_FORK_SERVER_PRELOAD))
-
-
-def exit_if_unguarded_worker() -> None:
-    """End this process quietly if it is a spawned worker re-running the user's script.
-
-    The spawn start method imports the main module in every new worker; a script without
-    an ``if __name__ == "__main__":`` guard then reaches its pipeline again while the
-    worker is still starting. multiprocessing would print a bootstrap traceback per
-    worker; instead the worker exits with a status its owner recognises, and the owner
-    raises one :class:`~weft.errors.BackendUnavailable` that says what to do.
-    """
-    # multiprocessing sets _inheriting while a spawned process imports the main module
-    # (and names the process before that): only weft's own workers are ended here
-    me = multiprocessing.current_process()
-    if getattr(me, "_inheriting", False) and me.name == _WORKER_NAME:
-        os._exit(_UNGUARDED_SCRIPT_EXIT)
-
 
 @dataclass(eq=False)
 class _Task:
@@ -161,7 +111,7 @@ class ProcessExecutor(Executor):
 
     Functions and arguments must be picklable (functions defined at module level).
     ``start_method`` is multiprocessing's (None: the fork server where there is one, else
-    spawn; see the module's text).
+    spawn; see :mod:`weft.exec._start`).
     Large NumPy arrays anywhere in arguments or results travel through shared memory:
     results through a pool of ``result_pool_bytes`` per worker, reused (None: a default
     bounded by the free space of /dev/shm; 0: a fresh segment per array).
@@ -172,16 +122,16 @@ class ProcessExecutor(Executor):
     def __init__(self, *, workers: int, reason: str = "", max_retries: int = 1,
                  start_method: str | None = None, shared_memory: bool = True,
                  result_pool_bytes: int | None = None) -> None:
-        exit_if_unguarded_worker()
+        _start.exit_if_unguarded_worker()
         super().__init__(workers=workers, reason=reason)
         check_int("max_retries", max_retries, minimum=0)
         if start_method is None:
-            start_method = _default_start_method()
+            start_method = _start.default_start_method()
         check_one_of("start_method", start_method, multiprocessing.get_all_start_methods())
         self.max_retries = max_retries
         self._ctx: Any = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
-            _preload_fork_server()
+            _start.preload_fork_server()
         self._use_shm = shared_memory and _shm.supported()
         if result_pool_bytes is not None:
             check_int("result_pool_bytes", result_pool_bytes, minimum=0)
@@ -270,7 +220,7 @@ class ProcessExecutor(Executor):
         process = self._ctx.Process(target=worker_main,
                                     args=(child_conn, self._owner, self._use_shm, method != "forkserver",
                                           inherited, self._pool_bytes),
-                                    name=_WORKER_NAME, daemon=True)
+                                    name=_start.WORKER_NAME, daemon=True)
         process.start()
         child_conn.close()
         return _Worker(process, parent_conn)
@@ -416,19 +366,9 @@ class ProcessExecutor(Executor):
                 queued.attempts -= 1
                 self._pending.appendleft(queued)
         how = _describe_exit(exitcode)
-        if not w.ready and exitcode == _UNGUARDED_SCRIPT_EXIT:
-            raise BackendUnavailable(
-                "the script has no `if __name__ == \"__main__\":` guard: with the spawn start method every "
-                "worker process imports the main module again, so each worker re-ran the script up to the "
-                "point that starts workers. Put the script's entry point under "
-                "`if __name__ == \"__main__\":`, or use backend='thread'")
         if not w.ready:
             # Retrying a worker that cannot start would loop forever: fail loudly instead.
-            raise BackendUnavailable(
-                f"a worker process {how} before it was ready (see its error output above). "
-                "With the spawn start method each worker imports the main module again: guard the "
-                "script's entry point with `if __name__ == \"__main__\":`, make the function importable, "
-                "or use backend='thread'")
+            raise _start.not_started(how, exitcode)
         if task is not None:
             if task.attempts <= self.max_retries and not self._stopping:
                 log.warning("weft: worker %s %s while running %s; retrying on a fresh worker",

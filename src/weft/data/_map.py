@@ -18,13 +18,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from weft import runtime
 from weft.data import _map_backend
 from weft.data._chunks import ChunkSizer, batch_max_in_flight, default_max_in_flight
 from weft.data._ledger import HandOnLedger
+from weft.data._map_executors import ParkedWorkers, StageExecutors, crosses_processes
 from weft.data._node import Key, Node, NodeState, freeze
 from weft.data._work import ChunkResult, ItemError, run_chunk
 from weft.errors import WeftError, WorkerDied
@@ -45,18 +45,6 @@ log = logging.getLogger(__name__)
 _INLINE_REASON = "backend='serial': runs in the thread that pulls from it"
 
 
-def _crosses_processes(executor: Executor) -> bool:
-    """Whether the executor runs calls in other processes (so results come back pickled:
-    errors must pickle, and same-shaped arrays are worth packing into one)."""
-    if executor.backend in ("thread", "serial"):
-        return False  # the built-in backends that run in this process
-    if getattr(executor, "results_by_reference", True) is False:  # an executor that says so (ray, dask)
-        return True
-    from weft.exec import ProcessExecutor
-
-    return isinstance(executor, ProcessExecutor)  # also a registered backend built on it
-
-
 def _naming_items(exc: WeftError, node: Node, keys: list[Key]) -> BaseException:
     """``exc`` (a chunk's lost worker or node, a cluster timeout) told in the stage's terms:
     the source indices of the items the chunk held. A WorkerDied lists them in ``items``;
@@ -66,19 +54,6 @@ def _naming_items(exc: WeftError, node: Node, keys: list[Key]) -> BaseException:
                           items=tuple(keys), exitcode=exc.exitcode)
     exc.add_note(f"weft: stage {node.index} `{node.name}` was running the items with source indices {keys!r}")
     return exc
-
-
-@dataclass(frozen=True, kw_only=True)
-class ParkedWorkers:
-    """A map stage's executor kept between passes of a pipeline (persistent_workers)."""
-
-    executor: Executor
-    label: str
-    reason: str
-    remote: bool
-    limit: int
-    #: the thread count a ``workers="auto"`` stage measured (sizing goes on from there)
-    sizing: ThreadSizing | None = None
 
 
 class _Chunk:
@@ -110,13 +85,9 @@ class MapNode(Node):
         self._limit = spec.max_in_flight or default_max_in_flight(spec.workers, "thread")
         self._raise = spec.on_error != "skip"
         self._retries = spec.retries if spec.on_error == "retry" else 0
-        self._executor: Executor | None = None
         #: under backend="auto": which backend runs next, by measured throughput
         self._trials: BackendTrials | None = None
-        #: every executor the stage runs on, by backend (more than one only while auto
-        #: measures or while a replaced one still finishes its chunks), with their chunks in flight
-        self._executors: dict[str, Executor] = {}
-        self._chunks_on: dict[str, int] = {}
+        self._executors = StageExecutors(dict(spec.options))
         self._choice: Choice | None = None  # what backend="auto" measured first
         self._label = "inline" if spec.backend == "serial" else spec.backend
         self._reason = _INLINE_REASON
@@ -127,7 +98,6 @@ class MapNode(Node):
         #: the size of the batches the next stage makes with the default collate, 0 when the
         #: next stage is no such batch (MapSpec.collated_batch, set when the pipeline is built)
         self.collated_batch = spec.collated_batch
-        self._options = dict(spec.options)  # for weft.exec.create (resources=, address=, ...)
         self._target: float | None = None  # work per chunk the executor asks for, if it does
         self.skipped = 0
         self.retried = 0
@@ -163,9 +133,9 @@ class MapNode(Node):
 
     def adopt(self, parked: ParkedWorkers) -> None:
         """Run on the workers a previous pass of the same pipeline left running."""
-        self._executor, self._label, self._reason = parked.executor, parked.label, parked.reason
+        self._executors.adopt(parked.executor)
+        self._label, self._reason = parked.label, parked.reason
         self._target = getattr(parked.executor, "target_chunk_seconds", None)
-        self._executors = {parked.executor.backend: parked.executor}
         self._trials = None  # kept workers: the backend decided in an earlier pass stays
         self._remote = parked.remote
         self._set_limit(parked.limit)
@@ -179,27 +149,16 @@ class MapNode(Node):
             backend, reason = self._choose()
             self._trials = _map_backend.plan_trials(self._choice, backend, workers=self._workers,
                                                     sizes_threads=self._max_workers is not None)
-        self._use(backend, reason)
-        self._reason = self._executor.statistics().reason if self._executor is not None else reason
+        self._reason = self._use(backend, reason).statistics().reason
         if self._calibrated is not None:  # the items auto timed one by one size the first chunks
             self._observe(*self._calibrated, remote=self._remote)
 
-    def _use(self, backend: str, reason: str) -> None:
+    def _use(self, backend: str, reason: str) -> Executor:
         """Send new chunks to ``backend``'s executor (created and started if need be)."""
-        import weft.exec
-
-        executor = self._executors.get(backend)
-        if executor is None:
-            if self._max_workers is not None and backend != "thread":
-                self._workers = runtime.usable_cores()  # workers="auto" sizes threads only
-            executor = weft.exec.create(backend, workers=self._workers, **self._options,
-                                         **({"reason": reason} if reason else {}))
-            self._executors[backend] = executor
-            self._chunks_on.setdefault(backend, 0)
-            # worker processes boot while the first items are pulled, not after
-            executor.start()
-        self._executor = executor
-        self._remote = _crosses_processes(executor)
+        if self._max_workers is not None and backend != "thread" and self._executors.get(backend) is None:
+            self._workers = runtime.usable_cores()  # workers="auto" sizes threads only
+        executor = self._executors.use(backend, workers=self._workers, reason=reason)
+        self._remote = crosses_processes(executor)
         # -- cluster executors (ray, dask) state the work per chunk that pays for their per-call cost
         self._target = getattr(executor, "target_chunk_seconds", None)
         kind = "cluster" if self._target is not None else ("process" if self._remote else backend)
@@ -211,6 +170,7 @@ class MapNode(Node):
             from weft.data._sizing import ThreadSizing
 
             self._sizing = ThreadSizing(start=self._workers, maximum=self._max_workers, bound=self._user_limit)
+        return executor
 
     def _choose(self) -> tuple[str, str]:
         """weft.exec's backend rule for this stage's function (see :mod:`weft.data._map_backend`);
@@ -253,8 +213,7 @@ class MapNode(Node):
     def _add_chunk(self, future: Future[ChunkResult], keys: list[Key], posts: list[Any],
                    ordinals: list[int], backend: str, remote: bool) -> None:
         chunk = _Chunk(future, keys, posts, ordinals, backend, remote)
-        if backend in self._chunks_on:
-            self._chunks_on[backend] += 1
+        self._executors.sent(backend)
         self._in_flight += len(keys)
         self._chunks_in_flight += 1
         self._flying.add(future)
@@ -263,7 +222,7 @@ class MapNode(Node):
         self._completions.watch(future, chunk)
 
     def _fill(self) -> None:
-        executor, limit, ledger = self._executor, self._limit, self._ledger
+        executor, limit, ledger = self._executors.current, self._limit, self._ledger
         assert executor is not None
         while not self._exhausted and self._in_flight < limit:
             if ledger is not None and not ledger.may_pull(self._ordinal):
@@ -368,7 +327,7 @@ class MapNode(Node):
 
     def _advance(self) -> None:
         """Make the next finished chunk current; StopIteration when nothing is left."""
-        if self._executor is None:
+        if self._executors.current is None:
             self._start_executor()
         self._ready = None
         self._results = []
@@ -397,8 +356,7 @@ class MapNode(Node):
         if chunk.backend != "calibration":  # (sized the first chunks already)
             self._observe(result.seconds, len(chunk.keys), remote=chunk.remote)
         self._ready, self._results, self._errors, self._pos = chunk, result.results, result.errors, 0
-        if chunk.backend in self._chunks_on:
-            self._chunks_on[chunk.backend] -= 1
+        self._executors.finished(chunk.backend)
         if self._trials is not None:
             self._follow_trials(chunk, result)
         if self._sizing is not None and chunk.backend == "thread":
@@ -429,11 +387,12 @@ class MapNode(Node):
         from weft.exec import _policy
 
         trials = self._trials
-        assert trials is not None and self._executor is not None
+        current = self._executors.current
+        assert trials is not None and current is not None
         before, rounds = trials.decision, trials.rounds
         # CPU seconds: wall time on threads of a GIL build also counts waiting for the GIL
         target = trials.finished(chunk.backend, len(chunk.keys), result.cpu_seconds or result.seconds)
-        if target != self._executor.backend:
+        if target != current.backend:
             self._use(target, "")
         if trials.rounds != rounds:
             self._reason = (f"the cost per item moved by more than {_policy.REDECIDE_COST_FACTOR:g}x: "
@@ -442,9 +401,7 @@ class MapNode(Node):
             self._reason = trials.decision.reason
             log.info("weft: stage %d %r runs on %s: %s", self.index, self.name, target, self._reason)
         if not trials.measuring:
-            for name in [n for n, count in self._chunks_on.items() if count == 0 and n != target]:
-                self._chunks_on.pop(name)
-                self._executors.pop(name).close(cancel=True)
+            self._executors.close_idle(keep=target)
 
     def _next_inline(self) -> tuple[Key, Any]:
         while True:
@@ -497,7 +454,7 @@ class MapNode(Node):
     def _cancel(self) -> None:
         for future in list(self._flying):
             future.cancel()
-        self._chunks_on = dict.fromkeys(self._chunks_on, 0)
+        self._executors.forget_chunks()
         self._flying = set()
         self._window.clear()
         self._completions = Completions()
@@ -509,11 +466,7 @@ class MapNode(Node):
 
     def close(self) -> None:
         self._cancel()
-        executor, self._executor = self._executor, None
-        others = [e for e in self._executors.values() if e is not executor]
-        self._executors, self._chunks_on = {}, {}
-        for other in others:
-            other.close(cancel=True)
+        executor = self._executors.take_current()
         if executor is not None:
             if self.park is not None and not executor.closed:
                 # cancelled chunks that already run finish on the workers; nobody reads them
@@ -527,8 +480,8 @@ class MapNode(Node):
         extra: dict[str, Any] = {"backend": self._label, "workers": self._workers if self._backend != "serial" else 1,
                                  "reason": self._reason, "skipped": self.skipped, "retried": self.retried,
                                  "extra": {"chunk": float(self._sizer.size)}}
-        if self._executor is not None:
-            s = self._executor.statistics()
+        if self._executors.current is not None:
+            s = self._executors.current.statistics()
             extra["busy_fraction"] = s.busy_fraction
             extra["computing_cores"] = s.computing_cores
             extra["reason"] = s.reason

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from weft import runtime
-from weft.data._map import MapNode, ParkedWorkers
+from weft.data._map import MapNode
+from weft.data._map_executors import ParkedWorkers
 from weft.data._node import Node
 from weft.data._stats import PipelineStatistics, verdict
 

@@ -138,4 +138,34 @@ def test_advice_under_auto_points_at_its_measurement_not_the_other_backend() -> 
                                 reason="measured thread 900 items/s, process 400 items/s: thread delivered the most")
     text = verdict((_stage(0, "files", kind="source"), stage), consumer_wait_fraction=0.8, gil=True, cores=2)
     assert "backend='process'" not in text, text
-    assert "backend='auto' measured its choice (measured thread 900 items/s" in text
+    assert text.endswith("; backend='auto' chose thread (measured thread 900 items/s, process 400 items/s: "
+                         "thread delivered the most)"), text
+
+
+_PROCESS_WON = "measured process 17,399 items/s, thread 6,183 items/s: process delivered the most"
+
+
+@pytest.mark.parametrize(("stage", "wait", "gil", "advice"), [
+    # threads that wait on something: the I/O advice stays, the backend auto ruled out goes
+    (_stage(1, "parse", busy=0.9, backend="auto:thread", workers=2, computing=1.3), 0.99, False,
+     "its 2 threads are busy but compute on only 1.3 of 2 cores: they wait (I/O, locks, contended objects); "
+     "add workers if it is I/O; backend='auto' chose thread (the GIL is off)"),
+    # processes not saturated: fewer, larger items stays a suggestion
+    (_stage(1, "parse", busy=0.7, backend="auto:process"), 0.99, True,
+     "its workers are not saturated: moving items or start-up costs the rest; try fewer, larger items; "
+     f"backend='auto' chose process ({_PROCESS_WON})"),
+    # the pipeline waited on idle processes
+    (_stage(1, "parse", busy=0.4, backend="auto:process", wait_down=8.0), 0.9, True,
+     "start-up or moving items dominates (a short run, or large items sent to processes); "
+     f"backend='auto' chose process ({_PROCESS_WON})"),
+    # GIL-bound threads that auto measured against processes
+    (_stage(1, "parse", busy=0.97, backend="auto:thread", workers=2, computing=1.0), 0.8, True,
+     "GIL-bound on threads: its 2 threads computed on only 1.0 of 2 cores; backend='auto' chose thread ("),
+])
+def test_advice_under_auto_reads_as_a_sentence(stage: StageStatistics, wait: float, gil: bool, advice: str) -> None:
+    reason = _PROCESS_WON if stage.backend == "auto:process" else (
+        "the GIL is off" if not gil else "measured thread 900 items/s, process 400 items/s: thread delivered the most")
+    stage = dataclasses.replace(stage, reason=reason)
+    text = verdict((_stage(0, "files", kind="source"), stage), consumer_wait_fraction=wait, gil=gil, cores=2)
+    assert advice in text, text
+    assert "try backend=" not in text and ",;" not in text and "  " not in text, text

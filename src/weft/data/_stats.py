@@ -127,23 +127,36 @@ def _cluster_verdict(stage: StageStatistics, *, waited: float | None = None) -> 
 
 def _advice(stage: StageStatistics, *, gil: bool, cores: int) -> str:
     """What to try for ``stage``; never the backend it runs on, and under ``auto`` never a
-    backend its measurement ruled out (the advice then points at that measurement)."""
+    backend it ruled out (the advice then gives auto's reason for its choice)."""
     return _not_in_use(_raw_advice(stage, gil=gil, cores=cores), stage)
 
 
 def _not_in_use(text: str, stage: StageStatistics) -> str:
     """``text`` without a suggestion of the backend ``stage`` runs on, or, under ``auto``,
-    of a backend its measurement ruled out."""
+    of a backend it ruled out (its reason is given instead)."""
     in_use = stage.backend.split(":")[-1]
     for name in ("thread", "process"):
         phrase = f"try backend='{name}'"
         if phrase not in text:
             continue
         if name == in_use:
+            text = text.replace(f"{phrase} or fewer, larger items", "try fewer, larger items")
             text = text.replace(phrase, "try fewer, larger items")
         elif stage.backend.startswith("auto:"):
-            text = text.replace(phrase, f"backend='auto' measured its choice ({stage.reason})")
+            text = _without_suggestion(text, phrase) + f"; backend='auto' chose {in_use} ({stage.reason})"
     return text
+
+
+def _without_suggestion(text: str, phrase: str) -> str:
+    """``text`` with the clause that suggests ``phrase`` taken out, so what is left still
+    reads as a sentence (the forms :func:`_raw_advice` and :func:`verdict` write)."""
+    for clause, instead in ((f"{phrase} or fewer, larger items", "try fewer, larger items"),
+                            (f", {phrase} if they contend", ""),
+                            (f": if its calls hold the GIL, {phrase}", ""),
+                            (f"; {phrase}", "")):
+        if clause in text:
+            return text.replace(clause, instead)
+    return text.replace(phrase, "")
 
 
 def _more_threads(stage: StageStatistics) -> str:

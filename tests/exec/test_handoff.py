@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import queue
 import threading
+import weakref
 from concurrent.futures import Future
 
 import pytest
@@ -84,3 +86,39 @@ def test_waiting_for_one_future_skips_the_reports_of_others() -> None:
     completions.wait_for(futures[1])  # done long ago: returns, dropping what was left
     with pytest.raises(queue.Empty):
         completions._finished.get_nowait()
+
+
+class _Result:
+    """A result a weak reference can watch (a stand-in for a large array)."""
+
+
+class _Tag:
+    """A tag that refers to its future, as a map stage's chunk does."""
+
+    def __init__(self, future: Future[_Result]) -> None:
+        self.future = future
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_a_taken_result_is_freed_without_the_cyclic_collector(ordered: bool) -> None:
+    """A future keeps its done-callbacks after they ran: a callback holding a tag that
+    refers back to the future would keep the result alive until gc runs."""
+    gc.disable()  # only reference counting may free it
+    try:
+        completions: Completions[_Tag] = Completions()
+        future: Future[_Result] = Future()
+        completions.watch(future, _Tag(future))
+        result = _Result()
+        alive = weakref.ref(result)
+        future.set_result(result)
+        del result
+        if ordered:
+            completions.wait_for(future)
+            tag = None
+        else:
+            tag = completions.next()
+        assert future.result() is alive()
+        del future, tag
+        assert alive() is None
+    finally:
+        gc.enable()

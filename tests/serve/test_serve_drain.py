@@ -90,8 +90,8 @@ def test_requests_past_the_drain_timeout_answer_503_shutting_down() -> None:
     for logger in watched:
         logger.addHandler(records)
     answers: list[httpx.Response] = []
+    server = Server([gate], config)
     try:
-        server = Server([gate], config)
         server.start()
 
         def call() -> None:
@@ -100,14 +100,17 @@ def test_requests_past_the_drain_timeout_answer_503_shutting_down() -> None:
         clients = [threading.Thread(target=call) for _ in range(3)]
         for c in clients:
             c.start()
+        # The worker takes the first request off the queue before it calls predict: wait
+        # for predict itself, then for the other two to be queued behind it.
+        assert gate.entered.wait(60)
         assert wait_until(lambda: server.statistics().models["gate"].queued == 2, timeout=60)
-        assert gate.entered.is_set()
         server.close()
         for c in clients:
             c.join(60)
         assert server.statistics().cut == 3
     finally:
         gate.open()
+        server.close()  # (again, when the test failed before it: its threads must not outlive it)
         for logger in watched:
             logger.removeHandler(records)
     assert [a.status_code for a in answers] == [503] * 3

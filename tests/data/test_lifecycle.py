@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import multiprocessing.resource_tracker
 import threading
+import weakref
 from collections.abc import Callable
 
 import pytest
@@ -131,6 +132,39 @@ def test_a_million_megabyte_items_in_flat_memory(no_leaks: None) -> None:
             peak = max(peak, _rss_mb())
     assert count == n
     assert peak - start < 300, f"RSS grew by {peak - start:.0f} MB"
+
+
+class _Payload:
+    """A result a weak reference can watch (a stand-in for a large array)."""
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_results_handed_on_are_freed_without_the_cyclic_collector(ordered: bool, no_leaks: None) -> None:
+    """A result the consumer dropped is freed by reference counting alone. Were it part
+    of a reference cycle, large results would pile up between collections: a map that
+    allocates few objects per item seldom triggers the collector (4 MB results grew a
+    pipeline to 2 GB that way)."""
+    made: list[weakref.ref[_Payload]] = []
+
+    def make(i: int) -> _Payload:
+        payload = _Payload()
+        made.append(weakref.ref(payload))
+        return payload
+
+    n, in_flight = 600, 64  # the stage's own bound on items pulled and not yet handed on
+    pipe = wd.from_range(n).map(make, workers=2, backend="thread", ordered=ordered, max_in_flight=in_flight)
+    most_alive = 0
+    gc.disable()
+    try:
+        for i, item in enumerate(pipe):
+            del item
+            if i % 50 == 0:
+                most_alive = max(most_alive, sum(ref() is not None for ref in made))
+    finally:
+        gc.enable()
+    assert len(made) == n
+    # alive: the items in flight and the chunk being handed on (no bigger than the bound)
+    assert most_alive <= 2 * in_flight, f"{most_alive} results alive after the consumer dropped them"
 
 
 @pytest.mark.parametrize("backend", ["thread", "process"])

@@ -9,7 +9,6 @@ follows chunk by chunk (``MapNode._follow_trials``).
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -45,18 +44,14 @@ def choose(fn: Callable[[Any], Any], *, workers: int, retries: int,
     """weft.exec's backend rule for ``fn`` on ``workers``, measured on items from ``pull``
     (a stage's next upstream item: key, value, state after it, ordinal; StopIteration at
     the end) when the rule needs a measurement."""
-    from weft.exec import _policy, calibrate
-
-    ruled = _policy.interpreter_rule(workers)
-    if ruled is not None:
-        return Choice(decision=ruled, measured=False)
+    from weft.exec import calibrate
+    from weft.exec._auto import unmeasured_rule
     from weft.exec._start import exit_if_unguarded_worker
 
-    exit_if_unguarded_worker()  # a worker re-running an unguarded script stops before measuring
-    try:
-        pickle.dumps(fn)
-    except Exception as exc:
-        return Choice(decision=_policy.unpicklable(exc), measured=False)
+    exit_if_unguarded_worker()  # a worker re-running an unguarded script stops here
+    ruled = unmeasured_rule(fn, workers)
+    if ruled is not None:
+        return Choice(decision=ruled, measured=False)
 
     pulled: list[tuple[Key, Any, int]] = []
     exhausted = False

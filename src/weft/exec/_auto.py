@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from weft import runtime
-from weft.exec import _policy
+from weft.exec import _policy, _start
 from weft.exec._base import Executor, ExecutorStatistics, annotate
 from weft.exec._policy import BackendChoice
 
@@ -286,11 +286,14 @@ class BackendTrials:
             self.start([self.current, *others])
 
 
-def _unmeasured_rule(fn: Callable[..., Any], workers: int) -> BackendChoice | None:
+def unmeasured_rule(fn: Callable[..., Any], workers: int) -> BackendChoice | None:
     """The policy's choice without measuring ``fn``, or None when it must be measured."""
     ruled = _policy.interpreter_rule(workers)
     if ruled is not None:
         return ruled
+    script = _start.unguarded_main_script()
+    if script is not None:
+        return _policy.unguarded_script(script)
     try:
         pickle.dumps(fn)
     except Exception as exc:
@@ -328,7 +331,7 @@ class AutoExecutor(Executor):
         return self._inner
 
     def _submit(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[R]:
-        inner = self._inner or self._resolve(_unmeasured_rule(fn, self.workers) or _policy.unmeasured())
+        inner = self._inner or self._resolve(unmeasured_rule(fn, self.workers) or _policy.unmeasured())
         return inner.submit(fn, *args, **kwargs)
 
     def map_indexed(self, fn: Callable[[T], R], items: Iterable[T], *, ordered: bool = True,
@@ -340,14 +343,12 @@ class AutoExecutor(Executor):
     def _calibrated_map(self, fn: Callable[[T], R], items: Iterable[T], *, ordered: bool,
                         max_in_flight: int | None) -> Iterator[tuple[int, R]]:
         pairs = iter(enumerate(items))
-        rule = _unmeasured_rule(fn, self.workers)
+        rule = unmeasured_rule(fn, self.workers)
         if rule is not None:
             early: list[tuple[int, R]] = []
             decision = rule
         else:
-            from weft.exec._start import exit_if_unguarded_worker
-
-            exit_if_unguarded_worker()  # a worker re-running an unguarded script stops before measuring
+            _start.exit_if_unguarded_worker()  # a worker re-running an unguarded script stops before measuring
             decision, early = calibrate(fn, pairs, workers=self.workers)
         inner = self._resolve(decision)
         yield from early

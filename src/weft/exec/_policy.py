@@ -13,7 +13,8 @@ The rule, in order:
 2. One usable core (or one worker): threads. Processes add start-up and copying and
    no parallelism, while threads still overlap waits.
 3. Work that mostly waits (I/O), or native code that releases the GIL: threads.
-4. A function that cannot be pickled cannot go to processes: threads.
+4. A function that cannot be pickled cannot go to processes: threads. Nor can one of a
+   script without an ``if __name__ == "__main__":`` guard: every worker would re-run it.
 5. Calls shorter than :data:`MIN_PROCESS_SECONDS_PER_CALL`: threads (sending them to
    processes would cost more than the call).
    Too few items to measure: threads (nothing says processes would repay their start-up).
@@ -182,6 +183,14 @@ def unpicklable(error: BaseException) -> BackendChoice:
     return BackendChoice(backend="thread",
                          reason=f"the function cannot be pickled ({type(error).__name__}), so it cannot go to "
                                 "processes (define it at module level to allow them): threads")
+
+
+def unguarded_script(path: str) -> BackendChoice:
+    """Rule 4: process workers would re-run the main script at ``path`` (it has no guard)."""
+    return BackendChoice(backend="thread",
+                         reason=f"the script {path} has no `if __name__ == \"__main__\":` guard, so every process "
+                                "worker would run it again (put its entry point under the guard to allow "
+                                "processes): threads")
 
 
 def too_few_items(*, items: int, seconds_per_call: float | None = None) -> BackendChoice:

@@ -16,14 +16,17 @@ nothing else of its owner's state.
 
 from __future__ import annotations
 
+import ast
+import functools
 import multiprocessing
 import os
+import sys
 from typing import Any
 
 from weft.errors import BackendUnavailable
 
 __all__ = ["WORKER_NAME", "default_start_method", "exit_if_unguarded_worker", "not_started",
-           "preload_fork_server"]
+           "preload_fork_server", "unguarded_main_script"]
 
 #: The name of every worker process (``ps``, and :func:`exit_if_unguarded_worker`).
 WORKER_NAME = "weft-process-worker"
@@ -69,6 +72,42 @@ def exit_if_unguarded_worker() -> None:
     me = multiprocessing.current_process()
     if getattr(me, "_inheriting", False) and me.name == WORKER_NAME:
         os._exit(_UNGUARDED_SCRIPT_EXIT)
+
+
+def unguarded_main_script() -> str | None:
+    """The main script's path when every worker process would re-run it: its source has
+    no ``if __name__ == "__main__":`` guard at the top level. None when workers import it
+    safely, or when there is no script to read (an interactive session, ``python -c``,
+    an installed command) or it cannot be read (then workers are tried, and
+    :func:`not_started` says what went wrong if they fail).
+
+    A worker imports the main module by the name ``python -m`` ran it under, else from
+    its file, as multiprocessing does; either way its unguarded top level runs again.
+    """
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    path = getattr(spec, "origin", None) if getattr(spec, "name", None) else getattr(main, "__file__", None)
+    if not isinstance(path, str) or not path.endswith(".py"):
+        return None
+    return None if _has_main_guard(path) else path
+
+
+@functools.lru_cache(maxsize=8)
+def _has_main_guard(path: str) -> bool:
+    """Whether the module at ``path`` tests ``__name__`` against "__main__" at its top level
+    (True when it cannot be read or parsed: nothing is known against it)."""
+    try:
+        with open(path, "rb") as source:
+            tree = ast.parse(source.read(), filename=path)
+    except (OSError, SyntaxError, ValueError):
+        return True
+    for statement in tree.body:
+        if isinstance(statement, ast.If):
+            names = {n.id for n in ast.walk(statement.test) if isinstance(n, ast.Name)}
+            constants = {n.value for n in ast.walk(statement.test) if isinstance(n, ast.Constant)}
+            if "__name__" in names and "__main__" in constants:
+                return True
+    return False
 
 
 def not_started(how: str, exitcode: int | None) -> BackendUnavailable:

@@ -213,6 +213,19 @@ def test_scheduler_address_from_dask_configuration(dask_cluster: Any, nothing_le
 
 
 # --------------------------------------------------------------------------- a worker dies
+def _wait_for_both_workers_idle(cluster: Any) -> None:
+    """Both workers registered, running and idle: the scheduler then hands a map's first
+    two calls one to each. Right after a test killed a worker, its nanny's restart may
+    still be joining, and both calls would queue on the survivor, one behind the other."""
+    from distributed.core import Status
+
+    def ready() -> bool:
+        workers = list(cluster.scheduler.workers.values())
+        return len(workers) == 2 and all(w.status == Status.running and not w.processing for w in workers)
+
+    assert wait_until(ready, SETTLE_SECONDS), cluster.scheduler.workers
+
+
 def _kill_one_busy_worker(directory: Path) -> tuple[int, set[int]]:
     """Once both workers run a call, SIGKILL one of them; its pid and the items it held."""
     assert wait_until(lambda: len({m["pid"] for m in cw.markers(str(directory), "started-").values()}) == 2,
@@ -229,6 +242,7 @@ def _kill_one_busy_worker(directory: Path) -> tuple[int, set[int]]:
 def test_worker_killed_mid_map_loses_nothing(dask_cluster: Any, ordered: bool, nothing_left: None,
                                              released: Path) -> None:
     fn = functools.partial(cw.wait_for_release, str(released))
+    _wait_for_both_workers_idle(dask_cluster)
     with create(dask_cluster, workers=2, max_retries=1) as ex:
         thread, out, errors = consume_in_thread(ex.map_indexed(fn, range(8), ordered=ordered))
         _kill_one_busy_worker(released)
@@ -246,6 +260,7 @@ def test_worker_killed_mid_map_loses_nothing(dask_cluster: Any, ordered: bool, n
 def test_worker_killed_after_max_retries_raises_worker_died(dask_cluster: Any, nothing_left: None,
                                                            released: Path) -> None:
     fn = functools.partial(cw.wait_for_release, str(released))
+    _wait_for_both_workers_idle(dask_cluster)
     with create(dask_cluster, workers=2, max_retries=0) as ex:
         thread, _out, errors = consume_in_thread(ex.map(fn, range(2)))
         _victim, doomed = _kill_one_busy_worker(released)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -45,22 +45,22 @@ log = logging.getLogger(__name__)
 _INLINE_REASON = "backend='serial': runs in the thread that pulls from it"
 
 
-def _naming_items(exc: WeftError, node: Node, keys: list[Key]) -> BaseException:
+def _naming_items(exc: WeftError, node: Node, keys: Sequence[Key]) -> BaseException:
     """``exc`` (a chunk's lost worker or node, a cluster timeout) told in the stage's terms:
     the source indices of the items the chunk held. A WorkerDied lists them in ``items``;
     another error gets a note naming them."""
     if isinstance(exc, WorkerDied):
-        return WorkerDied(f"stage {node.index} `{node.name}` lost the items with source indices {keys!r}: {exc}",
+        return WorkerDied(f"stage {node.index} `{node.name}` lost the items with source indices {list(keys)!r}: {exc}",
                           items=tuple(keys), exitcode=exc.exitcode)
-    exc.add_note(f"weft: stage {node.index} `{node.name}` was running the items with source indices {keys!r}")
+    exc.add_note(f"weft: stage {node.index} `{node.name}` was running the items with source indices {list(keys)!r}")
     return exc
 
 
 class _Chunk:
     __slots__ = ("backend", "future", "keys", "ordinals", "posts", "remote")
 
-    def __init__(self, future: Future[ChunkResult], keys: list[Key], posts: list[Any],
-                 ordinals: list[int], backend: str, remote: bool) -> None:
+    def __init__(self, future: Future[ChunkResult], keys: Sequence[Key], posts: Sequence[Any],
+                 ordinals: Sequence[int], backend: str, remote: bool) -> None:
         self.future = future
         self.keys = keys
         self.posts = posts
@@ -206,12 +206,43 @@ class MapNode(Node):
                 continue
             return key, value, post, ordinal
 
+    def _pull_run(self, n: int) -> tuple[Sequence[Key], list[Any], Sequence[Any], Sequence[int]]:
+        """Up to ``n`` upstream items at once, as keys, values, upstream states after each
+        and ordinals: :meth:`_pull` ``n`` times, for a stage with nothing to skip and no
+        ledger (an ordered map outside a resume), at a fraction of the cost per item."""
+        up = self.up
+        assert up is not None and self._ledger is None and not self._skip
+        keys, values, posts = up.pull_run(n)
+        first = self._ordinal
+        self._ordinal = first + len(keys)
+        self._last_post = posts[len(posts) - 1]
+        return keys, values, posts, range(first, first + len(keys))
+
+    def _pull_each(self, n: int) -> tuple[list[Key], list[Any], list[Any], list[int]]:
+        """:meth:`_pull` up to ``n`` times: fewer only when nothing is left upstream,
+        StopIteration when nothing was."""
+        keys: list[Key] = []
+        values: list[Any] = []
+        posts: list[Any] = []
+        ordinals: list[int] = []
+        try:
+            for _ in range(n):
+                key, value, post, ordinal = self._pull()
+                keys.append(key)
+                values.append(value)
+                posts.append(post)
+                ordinals.append(ordinal)
+        except StopIteration:
+            if not keys:
+                raise
+        return keys, values, posts, ordinals
+
     def _hand_on(self, ordinal: int, key: Key) -> None:
         if self._ledger is not None:
             self._ledger.handed_on(ordinal, key)
 
-    def _add_chunk(self, future: Future[ChunkResult], keys: list[Key], posts: list[Any],
-                   ordinals: list[int], backend: str, remote: bool) -> None:
+    def _add_chunk(self, future: Future[ChunkResult], keys: Sequence[Key], posts: Sequence[Any],
+                   ordinals: Sequence[int], backend: str, remote: bool) -> None:
         chunk = _Chunk(future, keys, posts, ordinals, backend, remote)
         self._executors.sent(backend)
         self._in_flight += len(keys)
@@ -233,23 +264,17 @@ class MapNode(Node):
             n = min(size, limit - self._in_flight)
             if n < size and self._in_flight:
                 return  # wait for room for a whole chunk: small leftovers would stay small
-            keys: list[Key] = []
-            values: list[Any] = []
-            posts: list[Any] = []
-            ordinals: list[int] = []
             start = time.perf_counter()
             try:
-                for _ in range(n):
-                    key, value, post, ordinal = self._pull()
-                    keys.append(key)
-                    values.append(value)
-                    posts.append(post)
-                    ordinals.append(ordinal)
+                pulled = self._pull_run(n) if ledger is None and not self._skip else self._pull_each(n)
             except StopIteration:
-                self._exhausted = True
+                pulled = None
             finally:
                 self.wait_up += time.perf_counter() - start
-            if keys:
+            if pulled is None or len(pulled[0]) < n:  # fewer than asked: nothing is left upstream
+                self._exhausted = True
+            if pulled is not None:
+                keys, values, posts, ordinals = pulled
                 future = executor.submit(run_chunk, self._fn, values, self._retries, self._remote,
                                          self.collated_batch > 0)
                 self._add_chunk(future, keys, posts, ordinals, executor.backend, self._remote)
@@ -307,8 +332,9 @@ class MapNode(Node):
             if chunk is not None and self._errors is None and type(results) is not list:
                 i = self._pos
                 j = min(len(chunk.keys), i + n - len(keys))
-                for k in range(i, j):
-                    self._hand_on(chunk.ordinals[k], chunk.keys[k])
+                if self._ledger is not None:
+                    for k in range(i, j):
+                        self._hand_on(chunk.ordinals[k], chunk.keys[k])
                 keys.extend(chunk.keys[i:j])
                 self._state_post = chunk.posts[j - 1]
                 self._pos = j

@@ -21,13 +21,13 @@ nothing (``delegates_state``) reports its upstream's state as it is.
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Any, NamedTuple
 
 from weft.data._stats import StageStatistics
 from weft.errors import ResumeError
 
-__all__ = ["Key", "Node", "NodeState", "freeze"]
+__all__ = ["CountStates", "Key", "Node", "NodeState", "freeze"]
 
 Key = Hashable
 
@@ -46,6 +46,29 @@ class NodeState(NamedTuple):
     own: Any
     #: the upstream node's state (None for a source, or for an upstream at its start)
     upstream: Any
+
+
+class CountStates(Sequence[NodeState]):
+    """The states after each item of a run that a source whose state is a count of items
+    (``NodeState(count, None)``) handed out from ``first``: made when asked for, not per item."""
+
+    __slots__ = ("_first", "_n")
+
+    def __init__(self, first: int, n: int) -> None:
+        self._first = first
+        self._n = n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        return NodeState(self._first + i + 1, None)
 
 
 class Node:
@@ -89,6 +112,28 @@ class Node:
             if not keys:
                 raise
         return keys, [values]
+
+    def pull_run(self, n: int) -> tuple[Sequence[Key], list[Any], Sequence[Any]]:
+        """Up to ``n`` items as their keys, their values and this node's :meth:`state`
+        right after each, for a stage that looks ahead (a map filling a chunk): fewer only
+        when no item is left this epoch, StopIteration when none was. This default calls :meth:`next` and
+        :meth:`state` per item; a source overrides it to hand out a run at once. Another
+        exception propagates as from :meth:`next`: the items of the run before the failing
+        one were read, as that many calls of :meth:`next` would have read them.
+        """
+        keys: list[Key] = []
+        values: list[Any] = []
+        states: list[Any] = []
+        try:
+            for _ in range(n):
+                key, value = self.next()
+                keys.append(key)
+                values.append(value)
+                states.append(self.state())
+        except StopIteration:
+            if not keys:
+                raise
+        return keys, values, states
 
     # -- resume ----------------------------------------------------------------------
     def state(self) -> Any:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from weft.data._node import Key, Node, NodeState
+from weft.data._node import CountStates, Key, Node, NodeState
 from weft.errors import ConfigError, ResumeError
 
 if TYPE_CHECKING:
@@ -95,6 +95,24 @@ class RandomAccessSource(Node):
         self.items += 1
         return index, value
 
+    def pull_run(self, n: int) -> tuple[Sequence[Key], list[Any], Sequence[Any]]:
+        pos = self._pos
+        order = self._order
+        keys = [int(index) for index in order[pos:pos + n]]
+        if not keys:
+            raise StopIteration
+        get = self._get
+        values: list[Any] = []
+        start = time.perf_counter()
+        try:
+            for index in keys:
+                values.append(get(index))
+        finally:  # a failing read stays the next item, as with next()
+            self.busy += time.perf_counter() - start
+            self._pos = pos + len(values)
+            self.items += len(values)
+        return keys, values, CountStates(pos, len(keys))
+
     def state(self) -> Any:
         return NodeState(self._pos, None)
 
@@ -136,6 +154,25 @@ class IterableSource(Node):
             self._shot.taken += 1
         self.items += 1
         return count, value
+
+    def pull_run(self, n: int) -> tuple[Sequence[Key], list[Any], Sequence[Any]]:
+        if self._it is None:
+            self._it = iter(self._iterable)
+        values: list[Any] = []
+        start = time.perf_counter()
+        try:
+            values.extend(itertools.islice(self._it, n))
+        finally:  # what the iterator gave before it raised counts as read, as with next()
+            self.busy += time.perf_counter() - start
+            got = len(values)
+            count = self._count
+            self._count = count + got
+            if self._shot is not None:
+                self._shot.taken += got
+            self.items += got
+        if not got:
+            raise StopIteration
+        return list(range(count, count + got)), values, CountStates(count, got)
 
     def state(self) -> Any:
         return NodeState(self._count, None)

@@ -30,9 +30,12 @@ import weft
 
 TESTS_DIR = str(Path(__file__).resolve().parent)
 SRC_DIR = str(Path(weft.__file__).resolve().parents[1])
-RAY_SKIP = "Ray publishes no wheels for free-threaded CPython (cp313t); install weft[ray] on a GIL build"
-DASK_SKIP = ("Dask's distributed scheduler is not installed for this interpreter (no cp313t support); "
-             "install weft[dask] on a GIL build")
+if weft.runtime.is_free_threaded_build():
+    RAY_SKIP = "Ray publishes no wheels for free-threaded CPython (cp313t); install weft[ray] on a GIL build"
+    DASK_SKIP = "Dask's distributed publishes no free-threaded (cp313t) support; install weft[dask] on a GIL build"
+else:
+    RAY_SKIP = "Ray is not installed for this interpreter: install weft[ray]"
+    DASK_SKIP = "Dask's distributed is not installed for this interpreter: install weft[dask]"
 
 #: Dead-node detection: a health check every 200 ms, three misses: ~0.6 s after a
 #: node stops answering it is declared dead (Ray's defaults take 30 s or more).

@@ -102,6 +102,15 @@ def test_short_calls_stay_on_threads() -> None:
     assert choice.serial_seconds_per_item == seconds
 
 
+def test_a_map_stages_items_repay_processes_from_a_lower_bound() -> None:
+    """Items sent in chunks pay the process round trip once per chunk, not per item."""
+    assert _policy.MIN_PROCESS_SECONDS_PER_CHUNKED_ITEM < _policy.MIN_PROCESS_SECONDS_PER_CALL / 5
+    seconds = 20e-6  # the record parser of the load benchmark takes about this
+    assert _policy.after_serial_calls(seconds, cpu_share=1.0) is not None, "a single call: too short"
+    assert _policy.after_serial_calls(seconds, cpu_share=1.0,
+                                      min_seconds_per_call=_policy.MIN_PROCESS_SECONDS_PER_CHUNKED_ITEM) is None
+
+
 def test_waiting_calls_stay_on_threads() -> None:
     choice = _policy.after_serial_calls(0.01, cpu_share=_policy.WAITING_CPU_SHARE - 0.2)
     assert choice is not None and choice.backend == "thread"

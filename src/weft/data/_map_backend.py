@@ -70,7 +70,7 @@ def choose(fn: Callable[[Any], Any], *, workers: int, retries: int,
     def measured(value: Any) -> ChunkResult:
         return run_chunk(fn, (value,), retries, False)
 
-    decision, done = calibrate(measured, items(), workers=workers)
+    decision, done = calibrate(measured, items(), workers=workers, chunked=True)
     chunks = [chunk for _, chunk in sorted(done, key=lambda pair: pair[0])]
     first = None
     if chunks:

@@ -70,7 +70,7 @@ def _waiting_for_cpu() -> float | None:
         return None
 
 
-def calibrate(fn: Callable[[T], R], items: Iterator[tuple[int, T]], *, workers: int,
+def calibrate(fn: Callable[[T], R], items: Iterator[tuple[int, T]], *, workers: int, chunked: bool = False,
               **deprecated: float) -> tuple[Calibration, list[tuple[int, R]]]:
     """Measure ``fn`` on items from ``items`` (pairs of index and item).
 
@@ -78,6 +78,9 @@ def calibrate(fn: Callable[[T], R], items: Iterator[tuple[int, T]], *, workers: 
     that spends most of the time it could run off the CPU is waiting (I/O) and threads
     overlap the waits. A CPU-bound call is then run on ``workers`` threads, and the
     process's CPU use and the threads' speed-up decide (see :mod:`weft.exec._policy`).
+
+    ``chunked``: the calls will go to workers in chunks (a map stage's items), so a
+    shorter call still repays a process (:data:`~weft.exec._policy.MIN_PROCESS_SECONDS_PER_CHUNKED_ITEM`).
 
     Returns the decision and the ``(index, result)`` pairs computed while measuring.
     The keyword arguments ``min_parallel_cores``, ``min_thread_efficiency``,
@@ -92,7 +95,8 @@ def calibrate(fn: Callable[[T], R], items: Iterator[tuple[int, T]], *, workers: 
                       "thresholds are the named constants of weft.exec._policy", DeprecationWarning, stacklevel=2)
     min_parallel_cores = deprecated.get("min_parallel_cores", _policy.MIN_PARALLEL_CORES)
     min_thread_efficiency = deprecated.get("min_thread_efficiency", _policy.MIN_THREAD_EFFICIENCY)
-    min_seconds_per_call = deprecated.get("min_process_item_seconds", _policy.MIN_PROCESS_SECONDS_PER_CALL)
+    min_seconds_per_call = deprecated.get("min_process_item_seconds", _policy.MIN_PROCESS_SECONDS_PER_CHUNKED_ITEM
+                                          if chunked else _policy.MIN_PROCESS_SECONDS_PER_CALL)
     budget = deprecated.get("budget_seconds", _policy.CALIBRATION_BUDGET_SECONDS)
 
     from weft.exec._thread import ThreadExecutor

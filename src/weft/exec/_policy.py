@@ -16,7 +16,9 @@ The rule, in order:
 4. A function that cannot be pickled cannot go to processes: threads. Nor can one of a
    script without an ``if __name__ == "__main__":`` guard: every worker would re-run it.
 5. Calls shorter than :data:`MIN_PROCESS_SECONDS_PER_CALL`: threads (sending them to
-   processes would cost more than the call).
+   processes would cost more than the call). Items a map stage sends in chunks pay the
+   round trip once per chunk: for them the bound is
+   :data:`MIN_PROCESS_SECONDS_PER_CHUNKED_ITEM`.
    Too few items to measure: threads (nothing says processes would repay their start-up).
 6. CPU-bound calls measured on threads: if the process then computed on at least
    :data:`MIN_PARALLEL_CORES` cores (or every usable core, if fewer) and the threads
@@ -45,6 +47,7 @@ __all__ = [
     "THROUGHPUT_TRIAL_SECONDS",
     "MIN_PARALLEL_CORES",
     "MIN_PROCESS_SECONDS_PER_CALL",
+    "MIN_PROCESS_SECONDS_PER_CHUNKED_ITEM",
     "MIN_THREAD_EFFICIENCY",
     "WAITING_CPU_SHARE",
     "BackendChoice",
@@ -73,6 +76,14 @@ MIN_THREAD_EFFICIENCY = 0.6
 #: Below this a call is cheaper than sending it to a process and back (~50-100 us of
 #: pickling, a pipe round trip and a dispatcher wake-up, measured on 2 cores).
 MIN_PROCESS_SECONDS_PER_CALL = 50e-6
+#: The same bound for the items of a map stage, which go to processes in chunks of about
+#: 10 ms of work: the round trip is paid once per chunk, and what is left per item is
+#: pickling it and its result (a few us for small ones). Under the per-call bound, a
+#: pure-Python record parser measured at 22-46 us per item stayed on GIL-bound threads at
+#: 36,000 items/s where processes delivered 56,000. Items that do not repay the trip
+#: (large inputs or results) show in the throughput trial of rule 7, which sends the
+#: stage back to threads.
+MIN_PROCESS_SECONDS_PER_CHUNKED_ITEM = 5e-6
 #: Calls whose CPU time is under this share of the time they could have run mostly wait
 #: (I/O). "Could have run" is wall time minus time spent waiting for a CPU where the OS
 #: reports it (Linux), so a busy machine does not make CPU-bound calls look like I/O.

@@ -101,39 +101,39 @@ class Node:
         :class:`~weft.data._packing.PackedRows`. Raises StopIteration when no item is left.
         This default calls :meth:`next` up to ``n`` times and returns one list.
         """
-        keys: list[Key] = []
-        values: list[Any] = []
-        try:
-            for _ in range(n):
-                key, value = self.next()
-                keys.append(key)
-                values.append(value)
-        except StopIteration:
-            if not keys:
-                raise
+        keys, values = self._next_each(n)
         return keys, [values]
 
     def pull_run(self, n: int) -> tuple[Sequence[Key], list[Any], Sequence[Any]]:
         """Up to ``n`` items as their keys, their values and this node's :meth:`state`
-        right after each, for a stage that looks ahead (a map filling a chunk): fewer only
-        when no item is left this epoch, StopIteration when none was. This default calls :meth:`next` and
-        :meth:`state` per item; a source overrides it to hand out a run at once. Another
-        exception propagates as from :meth:`next`: the items of the run before the failing
-        one were read, as that many calls of :meth:`next` would have read them.
+        right after each, for a stage that looks ahead (a map filling a chunk): fewer
+        only when no item is left this epoch, StopIteration when none was.
+
+        This default calls :meth:`next` and :meth:`state` per item; a source overrides it
+        to hand out a run at once. Another exception propagates as from :meth:`next`: the
+        items of the run before the failing one were read, as that many calls of
+        :meth:`next` would have read them.
         """
+        states: list[Any] = []
+        keys, values = self._next_each(n, states)
+        return keys, values, states
+
+    def _next_each(self, n: int, states: list[Any] | None = None) -> tuple[list[Key], list[Any]]:
+        """:meth:`next` up to ``n`` times (fewer only at the end of the epoch, StopIteration
+        when no item is left), with :meth:`state` after each appended to ``states`` if given."""
         keys: list[Key] = []
         values: list[Any] = []
-        states: list[Any] = []
         try:
             for _ in range(n):
                 key, value = self.next()
                 keys.append(key)
                 values.append(value)
-                states.append(self.state())
+                if states is not None:
+                    states.append(self.state())
         except StopIteration:
             if not keys:
                 raise
-        return keys, values, states
+        return keys, values
 
     # -- resume ----------------------------------------------------------------------
     def state(self) -> Any:

@@ -107,8 +107,7 @@ def test_a_map_stages_items_repay_processes_from_a_lower_bound() -> None:
     assert _policy.MIN_PROCESS_SECONDS_PER_CHUNKED_ITEM < _policy.MIN_PROCESS_SECONDS_PER_CALL / 5
     seconds = 20e-6  # the record parser of the load benchmark takes about this
     assert _policy.after_serial_calls(seconds, cpu_share=1.0) is not None, "a single call: too short"
-    assert _policy.after_serial_calls(seconds, cpu_share=1.0,
-                                      min_seconds_per_call=_policy.MIN_PROCESS_SECONDS_PER_CHUNKED_ITEM) is None
+    assert _policy.after_serial_calls(seconds, cpu_share=1.0, chunked=True) is None
 
 
 def test_waiting_calls_stay_on_threads() -> None:

@@ -208,8 +208,8 @@ class MapNode(Node):
 
     def _pull_run(self, n: int) -> tuple[Sequence[Key], list[Any], Sequence[Any], Sequence[int]]:
         """Up to ``n`` upstream items at once, as keys, values, upstream states after each
-        and ordinals: :meth:`_pull` ``n`` times, for a stage with nothing to skip and no
-        ledger (an ordered map outside a resume), at a fraction of the cost per item."""
+        and ordinals: :meth:`_pull` ``n`` times, for a stage with no ledger (ordered) and
+        no items left to skip after a resume, at a fraction of the cost per item."""
         up = self.up
         assert up is not None and self._ledger is None and not self._skip
         keys, values, posts = up.pull_run(n)

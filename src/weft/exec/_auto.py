@@ -95,8 +95,7 @@ def calibrate(fn: Callable[[T], R], items: Iterator[tuple[int, T]], *, workers: 
                       "thresholds are the named constants of weft.exec._policy", DeprecationWarning, stacklevel=2)
     min_parallel_cores = deprecated.get("min_parallel_cores", _policy.MIN_PARALLEL_CORES)
     min_thread_efficiency = deprecated.get("min_thread_efficiency", _policy.MIN_THREAD_EFFICIENCY)
-    min_seconds_per_call = deprecated.get("min_process_item_seconds", _policy.MIN_PROCESS_SECONDS_PER_CHUNKED_ITEM
-                                          if chunked else _policy.MIN_PROCESS_SECONDS_PER_CALL)
+    min_seconds_per_call = deprecated.get("min_process_item_seconds")  # None: the policy's bound
     budget = deprecated.get("budget_seconds", _policy.CALIBRATION_BUDGET_SECONDS)
 
     from weft.exec._thread import ThreadExecutor
@@ -130,7 +129,7 @@ def calibrate(fn: Callable[[T], R], items: Iterator[tuple[int, T]], *, workers: 
     per_item = serial_wall / serial_count
     could_run = max(serial_wall - serial_queued, serial_cpu)
     cpu_share = serial_cpu / could_run if could_run > 0 else 1.0
-    choice = _policy.after_serial_calls(per_item, cpu_share, min_seconds_per_call=min_seconds_per_call)
+    choice = _policy.after_serial_calls(per_item, cpu_share, chunked=chunked, min_seconds_per_call=min_seconds_per_call)
     if choice is not None:
         return choice, done
 

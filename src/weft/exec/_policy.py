@@ -225,14 +225,18 @@ def unmeasured() -> BackendChoice:
                          reason="no sample to measure and the GIL is on: processes, assuming CPU-bound Python")
 
 
-def after_serial_calls(seconds_per_call: float, cpu_share: float, *,
-                       min_seconds_per_call: float = MIN_PROCESS_SECONDS_PER_CALL) -> BackendChoice | None:
+def after_serial_calls(seconds_per_call: float, cpu_share: float, *, chunked: bool = False,
+                       min_seconds_per_call: float | None = None) -> BackendChoice | None:
     """Rules 3 and 5 from serial calls: threads, or None when threads must be tried.
 
     ``cpu_share`` is CPU time over the time the calls could have run (see
-    :data:`WAITING_CPU_SHARE`). ``min_seconds_per_call`` exists only for the deprecated
+    :data:`WAITING_CPU_SHARE`). ``chunked``: the calls go to workers in chunks (a map
+    stage's items), so rule 5's bound is :data:`MIN_PROCESS_SECONDS_PER_CHUNKED_ITEM`.
+    ``min_seconds_per_call`` replaces that bound; it exists only for the deprecated
     arguments of ``weft.exec.calibrate``.
     """
+    if min_seconds_per_call is None:
+        min_seconds_per_call = MIN_PROCESS_SECONDS_PER_CHUNKED_ITEM if chunked else MIN_PROCESS_SECONDS_PER_CALL
     if seconds_per_call < min_seconds_per_call:
         return BackendChoice(backend="thread", serial_seconds_per_item=seconds_per_call,
                              reason=f"calls take {seconds_per_call * 1e6:.0f} us: too short to repay sending "

@@ -111,14 +111,7 @@ def test_batches_of_packed_chunks_are_exactly_the_default_collate(kind: str, n: 
         start = stop
     for begin, results in packed:  # per item: the function's results
         for offset, value in enumerate(results):
-            if remote:
-                want = items[begin + offset]
-                if type(want) is np.ndarray:
-                    np.testing.assert_array_equal(value, want)
-                else:
-                    assert_same(value, want)
-            else:
-                assert value is items[begin + offset], "rows packed in this process are the results themselves"
+            assert_same(value, items[begin + offset])
     for a in range(0, n, batch):  # per batch: the pieces MapNode.next_run hands on
         b = min(n, a + batch)
         pieces = [results[max(a, s) - s:min(b, s + len(results)) - s] for s, results in packed
@@ -134,14 +127,12 @@ def test_batches_of_packed_chunks_are_exactly_the_default_collate(kind: str, n: 
 
 def test_what_packs_and_what_stays_a_list() -> None:
     records = [w.record(i) for i in range(4)]
-    remote = _packed(records)
-    assert isinstance(remote, PackedRows) and remote.items is None
-    image, label, name, weight = remote.columns
+    packed = _packed(records)
+    assert isinstance(packed, PackedRows)
+    image, label, name, weight = packed.columns
     assert isinstance(image, np.ndarray) and image.shape == (4, 3, 4)
     assert (label, name, weight) == ([0, 1, 2, 3], ["item0", "item1", "item2", "item3"], [0.0, 0.5, 1.0, 1.5]), \
         "numbers and strings stay the values the function returned"
-    local = _packed(records, keep_items=True)
-    assert isinstance(local, PackedRows) and local.items is records
     assert isinstance(_packed([w.row_of(i) for i in range(3)]), np.ndarray), "bare arrays: one array"
     ragged = _packed([w.ragged_record(i) for i in range(3)])
     assert isinstance(ragged, PackedRows) and isinstance(ragged.columns[1], np.ndarray)
@@ -149,7 +140,7 @@ def test_what_packs_and_what_stays_a_list() -> None:
     for unpacked in ([w.inc(i) for i in range(3)], [f"s{i}" for i in range(3)],
                      [OrderedDict(a=np.zeros(2)) for _ in range(3)], [np.array(i) for i in range(3)],
                      [w.record(0), w.image_label(1)], [w.record(0)]):
-        assert _packed(unpacked, keep_items=True) is unpacked
+        assert _packed(unpacked) is unpacked
 
 
 def test_build_tells_a_map_when_a_default_collate_batch_follows() -> None:

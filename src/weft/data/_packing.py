@@ -15,9 +15,12 @@ mixed arrays, 0-d arrays) stay lists of the values the function returned and go 
 the default collate's own field rule, and whatever does not fit the fast path (chunks of
 different shapes, mixed pieces) falls back to the default collate of the items. A
 container subclass (an ``OrderedDict``, a ``list`` subclass) is never packed: the
-default collate rebuilds it as its base type, which a packed row could not undo. Rows of
-a chunk packed in this process are the very results; rows of a chunk packed in a worker
-process are rebuilt, with array leaves as views of the stacked column.
+default collate rebuilds it as its base type, which a packed row could not undo. A row
+is rebuilt from the columns, its array leaves views of the stacked column: equal to the
+result the function returned, not that object. The results themselves are not kept
+beside their stacked copy: for large arrays that would hold every chunk in memory twice
+(4 MB results in batches of 4 on threads: 1.03x the throughput and 8x fewer page faults
+without them).
 """
 
 from __future__ import annotations
@@ -93,14 +96,12 @@ class PackedRows:
     of the columns); iterating gives the results in order.
     """
 
-    __slots__ = ("columns", "items", "length", "shape")
+    __slots__ = ("columns", "length", "shape")
 
-    def __init__(self, shape: Shape, columns: list[Any], length: int, items: list[Any] | None = None) -> None:
+    def __init__(self, shape: Shape, columns: list[Any], length: int) -> None:
         self.shape = shape
         self.columns = columns
         self.length = length
-        #: the results themselves, when packed in this process (rows are then exact)
-        self.items = items
 
     def __reduce__(self) -> tuple[Any, ...]:
         # no BUILD step: a payload is also read only to release its shared memory
@@ -115,24 +116,16 @@ class PackedRows:
             if step != 1:
                 raise ValueError("PackedRows slices take consecutive rows")
             stop = max(start, stop)
-            items = None if self.items is None else self.items[start:stop]
-            return PackedRows(self.shape, [c[start:stop] for c in self.columns], stop - start, items)
-        if self.items is not None:
-            return self.items[index]
+            return PackedRows(self.shape, [c[start:stop] for c in self.columns], stop - start)
         return _build(self.shape, iter([c[index] for c in self.columns]))
 
     def __iter__(self) -> Iterator[Any]:
-        if self.items is not None:
-            return iter(self.items)
         return (self[i] for i in range(self.length))
 
 
-def pack(results: list[Any], stack: Callable[[list[Any]], Any], *, keep_items: bool) -> PackedRows | None:
+def pack(results: list[Any], stack: Callable[[list[Any]], Any]) -> PackedRows | None:
     """``results`` packed, their stackable places stacked by ``stack``; None when they
-    differ in shape or no place stacks (packing would gain nothing).
-
-    ``keep_items`` keeps the results themselves for per-item use (packed in this process).
-    """
+    differ in shape or no place stacks (packing would gain nothing)."""
     rows: list[list[Any]] = [[]]
     try:
         shape = _shape(results[0], rows[0])
@@ -156,7 +149,7 @@ def pack(results: list[Any], stack: Callable[[list[Any]], Any], *, keep_items: b
             columns.append(column)
     if not stacked:
         return None
-    return PackedRows(shape, columns, len(results), results if keep_items else None)
+    return PackedRows(shape, columns, len(results))
 
 
 def _join(parts: list[Any]) -> Any:

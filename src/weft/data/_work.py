@@ -60,21 +60,19 @@ def _stack_rows(rows: list[Any], allocate: Callable[[tuple[int, ...], Any], Any]
     return np.stack(rows) if target is None else np.stack(rows, out=target)
 
 
-def _packed(out: list[Any], *, keep_items: bool = False,
-            allocate: Callable[[tuple[int, ...], Any], Any] | None = None) -> Any:
+def _packed(out: list[Any], allocate: Callable[[tuple[int, ...], Any], Any] | None = None) -> Any:
     """``out`` packed: one array if every result is an array of the same shape and dtype
     (object and 0-d arrays excluded), a :class:`~weft.data._packing.PackedRows` if the
-    results are records with such places (or, with ``keep_items``, bare arrays: rows are
-    then the results themselves), else ``out`` as it is. ``allocate`` as for
+    results are records with such places, else ``out`` as it is. ``allocate`` as for
     :func:`_stack_rows`."""
     np = sys.modules.get("numpy")
     if np is None or len(out) < 2:
         return out
     from weft.data._packing import pack, stacks
 
-    if type(out[0]) is np.ndarray and not keep_items:
+    if type(out[0]) is np.ndarray:
         return _stack_rows(out, allocate) if stacks(out) else out
-    packed = pack(out, lambda rows: _stack_rows(rows, allocate), keep_items=keep_items)
+    packed = pack(out, lambda rows: _stack_rows(rows, allocate))
     return out if packed is None else packed
 
 
@@ -95,7 +93,7 @@ def run_chunk(fn: Callable[[Any], Any], values: Sequence[Any], retries: int, rem
     try:
         for v in values:
             append(fn(v))
-        results = _packed(out, keep_items=not remote, allocate=result_buffer if remote else None) if remote or batched else out
+        results = _packed(out, result_buffer if remote else None) if remote or batched else out
         return ChunkResult(results, None, 0, time.perf_counter() - start,
                            time.thread_time() - cpu_start)
     except Exception as exc:

@@ -19,8 +19,8 @@ default collate rebuilds it as its base type, which a packed row could not undo.
 is rebuilt from the columns, its array leaves views of the stacked column: equal to the
 result the function returned, not that object. The results themselves are not kept
 beside their stacked copy: for large arrays that would hold every chunk in memory twice
-(4 MB results in batches of 4 on threads: 1.03x the throughput and 8x fewer page faults
-without them).
+(4 MB results in batches of 4 on 2 threads: 1.16x the items/s without them, peak RSS
+212 -> 144 MB, page faults per item ~50 -> 5).
 """
 
 from __future__ import annotations

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import gc
 import multiprocessing.resource_tracker
+import os
+import subprocess
+import sys
 import threading
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 import data_workloads as w
 import weft.data as wd
-from conftest import child_pids, wait_until, weft_threads
+from conftest import SHM_DIR, child_pids, wait_until, weft_threads
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -269,3 +273,55 @@ def test_auto_switching_backend_mid_run_hands_on_every_item_in_order(monkeypatch
     assert stage.backend == f"auto:{trials.target}"
     assert stage.reason == "switched by the test"
     assert stage.extra["other items/s"] == 1.0
+
+
+_FIELDS = '''
+import numpy as np
+
+def field(i):
+    """A 4 MB result (the size whose pipelines first showed the hang)."""
+    x = np.linspace(0.0, 1.0 + i % 13, 1024, dtype=np.float32)
+    out = np.multiply.outer(x, x[::-1])
+    np.sin(out, out=out)
+    return out
+'''
+
+_LEFT_OPEN = '''
+import os, sys
+import weft.data as wd
+import weft.exec
+from fields import field
+
+if __name__ == "__main__":
+    backend = sys.argv[1]
+    pipe = wd.from_iterable(list(range(2000))).map(field, workers=2, backend=backend).batch(4).prefetch(2)
+    batches = iter(pipe)
+    for _ in range(4):
+        next(batches)
+    executor = weft.exec.create(backend, workers=1)
+    pending = [executor.submit(field, i) for i in range(8)]
+    pending[0].result()
+    print(os.getpid(), flush=True)
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_a_program_that_leaves_a_pass_open_ends_cleanly(backend: str, tmp_path: Path) -> None:
+    """A script whose last statement leaves a prefetching pass half read and an executor
+    with queued calls: the interpreter exits (a pass collected during finalization used to
+    wait forever for its frozen prefetch thread), says nothing on stderr (process workers
+    terminated by multiprocessing's exit handler used to be restarted, with a warning
+    each), and leaves no shared-memory segment of its own."""
+    (tmp_path / "fields.py").write_text(_FIELDS)
+    script = tmp_path / "left_open.py"
+    script.write_text(_LEFT_OPEN)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    # the bound is for a hang only: the script takes about a second
+    out = subprocess.run([sys.executable, str(script), backend], capture_output=True, text=True,
+                         timeout=100, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    pid = out.stdout.split()[0]
+    if os.path.isdir(SHM_DIR):
+        assert not [name for name in os.listdir(SHM_DIR) if name.startswith(f"weft-{pid}-")]

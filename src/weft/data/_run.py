@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from weft import runtime
+from weft import _exit, runtime
 from weft.data._map import MapNode
 from weft.data._map_executors import ParkedWorkers
 from weft.data._node import Node
@@ -44,6 +44,7 @@ class Run:
         self.wait = 0.0
         self.started = time.perf_counter()
         self._on_close = on_close
+        _exit.remember_pass(self)
         node.set_epoch(epoch)
         node.restore(state)
 
@@ -95,12 +96,15 @@ class Run:
             self._on_close(self.state_dict(), self.statistics())
         finally:
             self.closed = True
+            _exit.forget(self)
             self.node.close()
 
     def __del__(self) -> None:
+        if _exit.finalizing():
+            return  # closed at exit already; its threads are frozen now, nothing may wait for them
         try:
             self.close()
-        except Exception:  # pragma: no cover - interpreter shutdown
+        except Exception:  # pragma: no cover - a collected run's close has nobody to tell
             pass
 
 

@@ -19,7 +19,7 @@ import threading
 import weakref
 from typing import Protocol
 
-__all__ = ["finalizing", "forget", "remember_executor", "remember_pass"]
+__all__ = ["forget", "remember_executor", "remember_pass"]
 
 
 class _Closable(Protocol):
@@ -65,11 +65,6 @@ def forget(obj: _Closable) -> None:
     """``obj`` was closed."""
     _passes.discard(obj)
     _executors.discard(obj)
-
-
-def finalizing() -> bool:
-    """Whether the interpreter is past ``atexit``: nothing may wait for a thread then."""
-    return sys.is_finalizing()
 
 
 def _close_all() -> None:

@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from weft import runtime
 from weft.data import _map_backend
-from weft.data._chunks import ChunkSizer, batch_max_in_flight, default_max_in_flight
+from weft.data._chunks import (
+    ChunkSizer,
+    batch_max_in_flight,
+    bytes_bounded_in_flight,
+    default_max_in_flight,
+    result_bytes,
+)
 from weft.data._ledger import HandOnLedger
 from weft.data._map_executors import ParkedWorkers, StageExecutors, crosses_processes
 from weft.data._node import Key, Node, NodeState, freeze
@@ -83,6 +89,9 @@ class MapNode(Node):
         self._ordered = not spec.unordered
         self._user_limit = spec.max_in_flight
         self._limit = spec.max_in_flight or default_max_in_flight(spec.workers, "thread")
+        self._default_limit = self._limit  # the bound before results' bytes lowered it
+        #: bytes of arrays per result, as last measured (0: none measured, or no arrays)
+        self._bytes_per_item = 0.0
         self._raise = spec.on_error != "skip"
         self._retries = spec.retries if spec.on_error == "retry" else 0
         #: under backend="auto": which backend runs next, by measured throughput
@@ -125,7 +134,10 @@ class MapNode(Node):
         self._ledger = None if self._ordered else HandOnLedger(self._limit)
 
     def _set_limit(self, limit: int) -> None:
-        if self._user_limit is None:  # room for chunks of whole batches (see _chunk_size)
+        self._default_limit = limit
+        if self._user_limit is None:
+            # large results: fewer items; then room for chunks of whole batches (see _chunk_size)
+            limit = bytes_bounded_in_flight(limit, self._bytes_per_item, self._workers)
             limit = max(limit, batch_max_in_flight(self._workers, self.collated_batch))
         self._limit = limit
         if self._ledger is not None:
@@ -381,6 +393,8 @@ class MapNode(Node):
         self.retried += result.retried
         if chunk.backend != "calibration":  # (sized the first chunks already)
             self._observe(result.seconds, len(chunk.keys), remote=chunk.remote)
+        if self._user_limit is None:
+            self._bound_bytes(result_bytes(result.results) / max(1, len(chunk.keys)))
         self._ready, self._results, self._errors, self._pos = chunk, result.results, result.errors, 0
         self._executors.finished(chunk.backend)
         if self._trials is not None:
@@ -393,6 +407,15 @@ class MapNode(Node):
         """Size the next chunks from ``items`` that took ``seconds`` on a worker."""
         kind = "process" if remote else ("thread" if runtime.gil_enabled() else "thread-nogil")
         self._sizer.observe(seconds, items, kind=kind, limit=self._limit, workers=self._workers, target=self._target)
+
+    def _bound_bytes(self, bytes_per_item: float) -> None:
+        """Lower the default in-flight bound for results of ``bytes_per_item`` (see
+        IN_FLIGHT_RESULT_BYTES); redone when their size moves by more than 2x."""
+        known = self._bytes_per_item
+        if bytes_per_item <= 0 or (known and 0.5 * known <= bytes_per_item <= 2.0 * known):
+            return  # (0: a chunk of no arrays, or with a failed item, says nothing)
+        self._bytes_per_item = bytes_per_item
+        self._set_limit(self._default_limit)
 
     def _resize(self, workers: int | None) -> None:
         """Run ``workers`` threads (workers="auto" decided so), with room in flight for them."""
@@ -505,7 +528,7 @@ class MapNode(Node):
     def _extra_statistics(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"backend": self._label, "workers": self._workers if self._backend != "serial" else 1,
                                  "reason": self._reason, "skipped": self.skipped, "retried": self.retried,
-                                 "extra": {"chunk": float(self._sizer.size)}}
+                                 "extra": {"chunk": float(self._sizer.size), "max in flight": float(self._limit)}}
         if self._executors.current is not None:
             s = self._executors.current.statistics()
             extra["busy_fraction"] = s.busy_fraction

@@ -11,6 +11,7 @@ and statistics to whoever started it.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -99,8 +100,11 @@ class Run:
             _exit.forget(self)
             self.node.close()
 
+    #: held by the class: during finalization this module's globals may already be None
+    _finalizing = staticmethod(sys.is_finalizing)
+
     def __del__(self) -> None:
-        if _exit.finalizing():
+        if self._finalizing():
             return  # closed at exit already; its threads are frozen now, nothing may wait for them
         try:
             self.close()

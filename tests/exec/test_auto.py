@@ -203,3 +203,24 @@ def test_one_slow_chunk_is_not_a_change_of_cost() -> None:
     _run(trials, clock, chunks=1, items=10, seconds_per_item=50e-3, rates={"thread": 2000.0})
     _run(trials, clock, chunks=20, items=10, seconds_per_item=1e-3, rates={"thread": 2000.0})
     assert trials.rounds == 0 and trials.current == "thread"
+
+
+@pytest.mark.parametrize(("backend", "moved"), [("thread", 1 / 10), ("process", 10.0)])
+def test_a_cost_change_that_only_favours_the_backend_in_use_starts_no_round(backend: str, moved: float) -> None:
+    """Threads whose calls grow 10x cheaper (the first large results of a stage cost more,
+    in page faults, than the later ones), or processes whose calls grow 10x costlier: the
+    other backend only loses more, so nothing is measured again."""
+    clock = _Clock()
+    trials = _auto.BackendTrials(current=backend, clock=clock)
+    _run(trials, clock, chunks=20, items=10, seconds_per_item=1e-3, rates={backend: 2000.0})
+    seen = _run(trials, clock, chunks=40, items=10, seconds_per_item=1e-3 * moved, rates={backend: 2000.0})
+    assert trials.rounds == 0 and set(seen) == {backend}
+
+
+def test_processes_whose_calls_grow_cheaper_are_measured_against_threads_again() -> None:
+    clock = _Clock()
+    trials = _auto.BackendTrials(current="process", clock=clock)
+    _run(trials, clock, chunks=20, items=10, seconds_per_item=5e-3, rates={"process": 390.0, "thread": 200.0})
+    seen = _run(trials, clock, chunks=200, items=50, seconds_per_item=20e-6,
+                rates={"process": 20_000.0, "thread": 40_000.0})
+    assert trials.rounds == 1 and seen[-1] == "thread"

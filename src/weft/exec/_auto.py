@@ -197,7 +197,8 @@ class BackendTrials:
     :func:`~weft.exec._policy.by_throughput` decides. A round starts when the stage
     asks (processes chosen by measuring threads: ``start``) or when the seconds per item
     the workers report move by ``REDECIDE_COST_FACTOR`` from the baseline after the last
-    decision. ``clock`` is injectable, so the rule can be tested without wall time.
+    decision, in the direction that could favour the other backend (up on threads, down
+    on processes). ``clock`` is injectable, so the rule can be tested without wall time.
     """
 
     def __init__(self, *, current: str, candidates: tuple[str, ...] = ("thread", "process"),
@@ -278,8 +279,14 @@ class BackendTrials:
                 self._baseline = self._cost
             return
         factor = _policy.REDECIDE_COST_FACTOR
-        # each chunk's own cost, not the average: one outlier must not stay out of band
-        if self._baseline > 0 and not (self._baseline / factor <= per_item <= self._baseline * factor):
+        # each chunk's own cost, not the average: one outlier must not stay out of band.
+        # Only a move that could favour the other backend counts: a call that grows costlier
+        # repays processes' fixed cost per chunk better, a cheaper one repays it worse. (The
+        # first large results of a stage on threads cost 3x the later ones, in page faults:
+        # taken for a change either way, that started a trial of processes they lost.)
+        if self._baseline > 0 and (per_item > self._baseline * factor if self.current == "thread" else
+                                   per_item < self._baseline / factor if self.current == "process" else
+                                   not self._baseline / factor <= per_item <= self._baseline * factor):
             self._changed_chunks += 1
         else:
             self._changed_chunks = 0

@@ -28,9 +28,11 @@ The rule, in order:
    processes chosen in rule 6 run a trial of :data:`THROUGHPUT_TRIAL_SECONDS`, and
    the stage goes back to threads unless processes beat the threads' measured rate.
    When the cost per item its workers report (CPU seconds, which waiting for the GIL does
-   not inflate) moves by :data:`REDECIDE_COST_FACTOR` (either way) from the cost after the
-   last decision, for several chunks in a row, both backends are measured again
-   on the items in hand, and the faster by :data:`SWITCH_MARGIN` runs the rest.
+   not inflate) moves by :data:`REDECIDE_COST_FACTOR` from the cost after the last
+   decision, for several chunks in a row, in the direction that could favour the other
+   backend (up on threads: processes' fixed cost per chunk then weighs less; down on
+   processes), both backends are measured again on the items in hand, and the faster
+   by :data:`SWITCH_MARGIN` runs the rest.
 """
 
 from __future__ import annotations

@@ -289,7 +289,6 @@ def field(i):
 _LEFT_OPEN = '''
 import os, sys
 import weft.data as wd
-import weft.exec
 from fields import field
 
 if __name__ == "__main__":
@@ -298,9 +297,6 @@ if __name__ == "__main__":
     batches = iter(pipe)
     for _ in range(4):
         next(batches)
-    executor = weft.exec.create(backend, workers=1)
-    pending = [executor.submit(field, i) for i in range(8)]
-    pending[0].result()
     print(os.getpid(), flush=True)
 '''
 
@@ -308,11 +304,11 @@ if __name__ == "__main__":
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["thread", "process"])
 def test_a_program_that_leaves_a_pass_open_ends_cleanly(backend: str, tmp_path: Path) -> None:
-    """A script whose last statement leaves a prefetching pass half read and an executor
-    with queued calls: the interpreter exits (a pass collected during finalization used to
-    wait forever for its frozen prefetch thread), says nothing on stderr (process workers
-    terminated by multiprocessing's exit handler used to be restarted, with a warning
-    each), and leaves no shared-memory segment of its own."""
+    """A script whose last statement leaves a prefetching pass half read: the interpreter
+    exits (a pass collected during finalization used to wait forever for its frozen
+    prefetch thread), says nothing on stderr (process workers terminated by
+    multiprocessing's exit handler used to be restarted, with a warning each), and leaves
+    no shared-memory segment of its own."""
     (tmp_path / "fields.py").write_text(_FIELDS)
     script = tmp_path / "left_open.py"
     script.write_text(_LEFT_OPEN)

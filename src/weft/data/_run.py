@@ -12,11 +12,13 @@ and statistics to whoever started it.
 from __future__ import annotations
 
 import sys
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
-from weft import _exit, runtime
+from weft import runtime
 from weft.data._map import MapNode
 from weft.data._map_executors import ParkedWorkers
 from weft.data._node import Node
@@ -26,6 +28,46 @@ __all__ = ["STATE_VERSION", "Run", "WorkerPark"]
 
 #: The version of the plain-data state a pipeline's state_dict() returns.
 STATE_VERSION = 1
+
+
+#: Passes not yet closed, closed when the interpreter begins to exit (see _close_open_passes).
+_open_passes: weakref.WeakSet[Run] = weakref.WeakSet()
+_open_passes_lock = threading.Lock()
+_closes_at_exit = False
+
+
+def _close_open_passes() -> None:
+    """Close the passes a program left open (a script that broke out of a loop over a
+    pipeline and ended), as close() would, while their threads still run.
+
+    Left to garbage collection during finalization a pass could not be closed: the
+    interpreter has frozen its daemon threads by then, and waiting for one never returns
+    (the script hung at its end). An atexit handler runs after the program's other
+    threads ended (a pass one of them still reads is not cut short), and before
+    multiprocessing's own handler, which would terminate a pass's worker processes first:
+    the pass would take them for crashed workers and restart them.
+    """
+    for run in list(_open_passes):
+        try:
+            run.close()
+        except Exception as exc:  # one failure must not keep the rest open
+            print(f"weft: closing a pipeline pass at exit failed: {exc!r}", file=sys.stderr)
+
+
+def _close_at_exit(run: Run) -> None:
+    global _closes_at_exit
+    with _open_passes_lock:
+        _open_passes.add(run)
+        if _closes_at_exit:
+            return
+        _closes_at_exit = True
+    # atexit runs the newest handler first: multiprocessing's is registered when
+    # multiprocessing.util is first imported (a process map imports it later), so import
+    # it now, once per program (~3-8 ms)
+    import atexit
+    import multiprocessing.util  # noqa: F401
+
+    atexit.register(_close_open_passes)
 
 
 class Run:
@@ -45,7 +87,7 @@ class Run:
         self.wait = 0.0
         self.started = time.perf_counter()
         self._on_close = on_close
-        _exit.remember_pass(self)
+        _close_at_exit(self)
         node.set_epoch(epoch)
         node.restore(state)
 
@@ -97,7 +139,7 @@ class Run:
             self._on_close(self.state_dict(), self.statistics())
         finally:
             self.closed = True
-            _exit.forget(self)
+            _open_passes.discard(self)
             self.node.close()
 
     #: held by the class: during finalization this module's globals may already be None

@@ -16,7 +16,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from weft import _exit
 from weft._checks import check_int
 from weft.errors import ExecutorClosed
 
@@ -137,7 +136,6 @@ class Executor(abc.ABC):
         self._counters = _Counters()
         self._closed = False
         self._in_flight: set[Future[Any]] = set()
-        _exit.remember_executor(self)
 
     # -- what a backend provides ------------------------------------------------
     @abc.abstractmethod
@@ -241,7 +239,6 @@ class Executor(abc.ABC):
         if self._closed:
             return
         self._closed = True
-        _exit.forget(self)
         self._shutdown(cancel=cancel, timeout=timeout)
 
     def __enter__(self) -> Executor:

@@ -221,6 +221,6 @@ def test_processes_whose_calls_grow_cheaper_are_measured_against_threads_again()
     clock = _Clock()
     trials = _auto.BackendTrials(current="process", clock=clock)
     _run(trials, clock, chunks=20, items=10, seconds_per_item=5e-3, rates={"process": 390.0, "thread": 200.0})
-    seen = _run(trials, clock, chunks=200, items=50, seconds_per_item=20e-6,
+    seen = _run(trials, clock, chunks=800, items=50, seconds_per_item=20e-6,
                 rates={"process": 20_000.0, "thread": 40_000.0})
     assert trials.rounds == 1 and seen[-1] == "thread"

@@ -247,3 +247,41 @@ def test_skip_inside_a_packed_chunk_drops_exactly_the_failing_items(backend: str
     for g, x in zip(got, want, strict=True):
         assert_same(g, x)
     assert pipe.statistics().stages[1].skipped == 10
+
+
+def test_the_items_auto_measured_are_stacked_by_a_worker_when_a_batch_follows(monkeypatch: pytest.MonkeyPatch,
+                                                                               no_leaks: None) -> None:
+    """auto's measured items are the stage's first chunk: a worker thread stacks them, as it
+    stacks every later chunk, rather than the consumer; the batches are unchanged."""
+    import threading
+
+    from weft.data import _map, _map_backend
+    from weft.data._work import ChunkResult
+    from weft.exec._policy import BackendChoice
+
+    def measured_eight(fn: Any, *, workers: int, retries: int, pull: Any) -> _map_backend.Choice:
+        pulled, results = [], []
+        for _ in range(8):
+            key, value, post, ordinal = pull()
+            pulled.append((key, post, ordinal))
+            results.append(fn(value))
+        return _map_backend.Choice(decision=BackendChoice(backend="thread", reason="measured by the test"),
+                                   measured=True, pulled=tuple(pulled), first_chunk=ChunkResult(results, None, 0, 0.01))
+
+    packed_on: list[str] = []
+    real_pack_chunk = _map.pack_chunk
+
+    def pack_chunk(chunk: ChunkResult) -> ChunkResult:
+        packed_on.append(threading.current_thread().name)
+        return real_pack_chunk(chunk)
+
+    monkeypatch.setattr(_map_backend, "choose", measured_eight)
+    monkeypatch.setattr(_map, "pack_chunk", pack_chunk)
+    pipe = wd.from_range(40).map(w.row_of, workers=2, backend="auto").batch(4)
+    got = list(pipe)
+    want = [default_collate([w.row_of(i) for i in range(a, a + 4)]) for a in range(0, 40, 4)]
+    assert len(got) == len(want)
+    for g, x in zip(got, want, strict=True):
+        assert_same(g, x)
+    assert len(packed_on) == 1 and packed_on[0] != threading.main_thread().name
+    assert got[0].base is not None, "the first batch is a slice of the worker's stacked chunk"

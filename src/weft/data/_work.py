@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 from weft.exec._pool import result_buffer
 from weft.exec._portable import portable_exception
 
-__all__ = ["ChunkResult", "ItemError", "run_chunk"]
+__all__ = ["ChunkResult", "ItemError", "pack_chunk", "run_chunk"]
 
 
 class ItemError(NamedTuple):
@@ -120,3 +120,9 @@ def run_chunk(fn: Callable[[Any], Any], values: Sequence[Any], retries: int, rem
                 del exc
                 break
     return ChunkResult(out, errors, retried, time.perf_counter() - start, time.thread_time() - cpu_start)
+
+
+def pack_chunk(chunk: ChunkResult) -> ChunkResult:
+    """``chunk``'s results packed as :func:`run_chunk` packs them for a batch stage (for a
+    chunk computed elsewhere: the items ``backend="auto"`` measured)."""
+    return chunk._replace(results=_packed(chunk.results))

@@ -163,8 +163,7 @@ class MapNode(Node):
                                                     sizes_threads=self._max_workers is not None)
         executor = self._use(backend, reason)
         self._reason = executor.statistics().reason
-        if self._backend == "auto":
-            self._hand_on_calibrated(executor)
+        self._hand_on_calibrated(executor)
         if self._calibrated is not None:  # the items auto timed one by one size the first chunks
             self._observe(*self._calibrated, remote=self._remote)
 
@@ -197,14 +196,14 @@ class MapNode(Node):
         return choice.decision.backend, choice.decision.reason
 
     def _hand_on_calibrated(self, executor: Executor) -> None:
-        """The items auto measured are the stage's first chunk. When a batch stage collates
-        them, a worker thread stacks them as it would have (the consumer would otherwise,
-        alone: for 4 MB results, ~10 % of a short epoch)."""
-        choice = self._choice
+        """The items auto measured (if it did) are the stage's first chunk. When a batch
+        stage collates them, a worker thread stacks them as it would have (the consumer
+        would otherwise, alone: for 4 MB results, ~10 % of a short epoch)."""
+        choice = self._choice  # set by _choose, under backend="auto" only
         if choice is None or choice.first_chunk is None:
             return
         first, pulled = choice.first_chunk, choice.pulled
-        if self.collated_batch and not self._remote and executor.backend == "thread" and first.errors is None:
+        if self.collated_batch and executor.backend == "thread" and first.errors is None:
             future = executor.submit(pack_chunk, first)
         else:
             future = Future()

@@ -11,8 +11,8 @@ and statistics to whoever started it.
 
 from __future__ import annotations
 
+import functools
 import sys
-import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -32,8 +32,6 @@ STATE_VERSION = 1
 
 #: Passes not yet closed, closed when the interpreter begins to exit (see _close_open_passes).
 _open_passes: weakref.WeakSet[Run] = weakref.WeakSet()
-_open_passes_lock = threading.Lock()
-_closes_at_exit = False
 
 
 def _close_open_passes() -> None:
@@ -54,16 +52,13 @@ def _close_open_passes() -> None:
             print(f"weft: closing a pipeline pass at exit failed: {exc!r}", file=sys.stderr)
 
 
-def _close_at_exit(run: Run) -> None:
-    global _closes_at_exit
-    with _open_passes_lock:
-        _open_passes.add(run)
-        if _closes_at_exit:
-            return
-        _closes_at_exit = True
+@functools.cache
+def _close_open_passes_at_exit() -> None:
+    """Register :func:`_close_open_passes` with atexit, once per program (a second
+    registration by a racing thread would only find the passes closed already)."""
     # atexit runs the newest handler first: multiprocessing's is registered when
     # multiprocessing.util is first imported (a process map imports it later), so import
-    # it now, once per program (~3-8 ms)
+    # it now (~3-8 ms)
     import atexit
     import multiprocessing.util  # noqa: F401
 
@@ -87,7 +82,8 @@ class Run:
         self.wait = 0.0
         self.started = time.perf_counter()
         self._on_close = on_close
-        _close_at_exit(self)
+        _open_passes.add(self)
+        _close_open_passes_at_exit()
         node.set_epoch(epoch)
         node.restore(state)
 

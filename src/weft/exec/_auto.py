@@ -278,15 +278,8 @@ class BackendTrials:
             if self._baseline_chunks >= _BASELINE_CHUNKS:
                 self._baseline = self._cost
             return
-        factor = _policy.REDECIDE_COST_FACTOR
-        # each chunk's own cost, not the average: one outlier must not stay out of band.
-        # Only a move that could favour the other backend counts: a call that grows costlier
-        # repays processes' fixed cost per chunk better, a cheaper one repays it worse. (The
-        # first large results of a stage on threads cost 3x the later ones, in page faults:
-        # taken for a change either way, that started a trial of processes they lost.)
-        if self._baseline > 0 and (per_item > self._baseline * factor if self.current == "thread" else
-                                   per_item < self._baseline / factor if self.current == "process" else
-                                   not self._baseline / factor <= per_item <= self._baseline * factor):
+        # each chunk's own cost, not the average: one outlier must not stay out of band
+        if self._moved_toward_another_backend(per_item):
             self._changed_chunks += 1
         else:
             self._changed_chunks = 0
@@ -294,6 +287,22 @@ class BackendTrials:
             self._changed_chunks = 0
             others = [c for c in self.candidates if c != self.current]
             self.start([self.current, *others])
+
+    def _moved_toward_another_backend(self, per_item: float) -> bool:
+        """Whether a chunk's cost per item left the baseline's band in the direction that
+        could favour another backend: a call that grows costlier repays processes' fixed
+        cost per chunk better, a cheaper one repays it worse. (The first large results of a
+        stage on threads cost 3x the later ones, in page faults: taken for a change either
+        way, that started a trial of processes they lost.)"""
+        baseline, factor = self._baseline, _policy.REDECIDE_COST_FACTOR
+        if baseline is None or baseline <= 0:
+            return False
+        rose, fell = per_item > baseline * factor, per_item < baseline / factor
+        if self.current == "thread":
+            return rose
+        if self.current == "process":
+            return fell
+        return rose or fell
 
 
 def unmeasured_rule(fn: Callable[..., Any], workers: int) -> BackendChoice | None:
